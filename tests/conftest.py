@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny manifests built on the fly, and the optional reference data."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cryoet_monai.data.picks import make_picks, write_picks
+from cryoet_monai.data.readers import write_mrc
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data():
+    """The reference data beside the development checkout; tests using it skip elsewhere."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"reference data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def make_manifest(tmp_path):
+    """Build a tiny 3D manifest: ``make_manifest(items={split: [(id, picks_rows, boxes)]})``.
+
+    ``picks_rows`` is a list of ``(class, x, y, z)`` in Å; tomograms are 40 × 50 × 60 voxels (z, y, x) at 10 Å.
+    """
+
+    def build(items, classes=None, shape=(40, 50, 60), voxel_size=10.0, extra=None):
+        classes = classes or [{"name": "ribosome", "radius": 100, "weight": 1}, {"name": "ferritin", "radius": 60, "weight": 2}]
+        raw = {"name": "toy", "ndim": 3, "voxel_size": voxel_size, "classes": classes}
+        for split, entries in items.items():
+            raw[split] = []
+            for item_id, rows, boxes in entries:
+                image = tmp_path / "tomograms" / f"{item_id}.mrc"
+                if not image.exists():
+                    write_mrc(image, np.zeros(shape, np.float32), voxel_size)
+                entry = {"id": item_id, "image": f"tomograms/{item_id}.mrc"}
+                if rows is not None:
+                    picks = make_picks(item_id, [r[0] for r in rows], np.array([r[1:] for r in rows]).reshape(-1, 3))
+                    write_picks(picks, tmp_path / "picks" / f"{item_id}.csv")
+                    entry["picks"] = f"picks/{item_id}.csv"
+                if boxes is not None:
+                    entry["annotated"] = boxes
+                raw[split].append(entry)
+        raw.update(extra or {})
+        path = tmp_path / "manifest.json"
+        path.write_text(json.dumps(raw))
+        return path
+
+    return build

@@ -1,0 +1,80 @@
+"""Manifests load, round-trip and fail with clear messages naming the file and the problem."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cryoet_monai.data.manifest import ManifestError, load_manifest
+from cryoet_monai.data.readers import write_mrc
+
+ROWS = [("ribosome", 100, 200, 150), ("ferritin", 300, 100, 50)]
+
+
+def test_load_and_save_round_trip(make_manifest, tmp_path):
+    path = make_manifest({"training": [("TS_1", ROWS, [[0, 0, 0, 400, 400, 300]])], "unlabeled": [("TS_2", None, None)]})
+    manifest = load_manifest(path)
+    assert manifest.class_names == ["ribosome", "ferritin"]
+    assert [it.id for it in manifest.items("training")] == ["TS_1"]
+    assert manifest.items("test") == []
+    assert len(manifest.truth("training")) == 2
+    copy = manifest.save(tmp_path / "copy.json")
+    again = load_manifest(copy)
+    assert again.to_dict() == manifest.to_dict()
+    assert again.items("training")[0].image == manifest.items("training")[0].image
+
+
+def test_missing_image_names_the_file(make_manifest, tmp_path):
+    path = make_manifest({"test": [("TS_1", ROWS, None)]})
+    (tmp_path / "tomograms" / "TS_1.mrc").unlink()
+    with pytest.raises(ManifestError, match=r"image not found: .*TS_1\.mrc"):
+        load_manifest(path)
+
+
+def test_undeclared_class(make_manifest):
+    path = make_manifest({"test": [("TS_1", ROWS + [("proteasome", 10, 10, 10)], None)]})
+    with pytest.raises(ManifestError, match=r"TS_1\.csv has class\(es\) \['proteasome'\] not declared"):
+        load_manifest(path)
+
+
+def test_point_outside_tomogram(make_manifest):
+    # tomogram is 60 × 50 × 40 voxels (x, y, z) at 10 Å: x = 700 Å is outside
+    path = make_manifest({"test": [("TS_1", [("ribosome", 700, 100, 100)], None)]})
+    with pytest.raises(ManifestError, match="outside the image"):
+        load_manifest(path)
+
+
+@pytest.mark.parametrize(
+    "box, message",
+    [([0, 0, 0, 10, 10], "must be 6 finite numbers"), ([0, 0, 50, 10, 10, 40], "lo >= hi"), ("all", "list of boxes")],
+)
+def test_malformed_boxes(make_manifest, box, message):
+    boxes = box if isinstance(box, str) else [box]
+    with pytest.raises(ManifestError, match=message):
+        load_manifest(make_manifest({"test": [("TS_1", ROWS, boxes)]}))
+
+
+def test_wrong_ndim(make_manifest, tmp_path):
+    with pytest.raises(ManifestError, match="'ndim' must be 2"):
+        load_manifest(make_manifest({"test": [("TS_1", ROWS, None)]}, extra={"ndim": 4}))
+    path = make_manifest({"test": [("TS_1", None, None)]}, extra={"ndim": 2})
+    with pytest.raises(ManifestError, match="has 3 dimensions"):
+        load_manifest(path)
+
+
+def test_nan_in_picks(make_manifest, tmp_path):
+    path = make_manifest({"test": [("TS_1", ROWS, None)]})
+    csv = tmp_path / "picks" / "TS_1.csv"
+    csv.write_text(csv.read_text().replace("200.000", "nan", 1))
+    with pytest.raises(ManifestError, match=r"TS_1\.csv: column 'y' is not a finite number"):
+        load_manifest(path)
+
+
+def test_unknown_split_and_bad_json(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        load_manifest(bad)
+    bad.write_text(json.dumps({"ndim": 3, "classes": [{"name": "a", "radius": 1}], "train": []}))
+    with pytest.raises(ManifestError, match=r"unknown key\(s\) \['train'\]"):
+        load_manifest(bad)
