@@ -1,1 +1,12 @@
-"""transforms"""
+"""MONAI-style transforms for cryo-ET particle picking."""
+
+from cryoet_monai.transforms.views import (
+    NUM_VIEWS,
+    RandWedgeViewd,
+    WedgeView,
+    WedgeViewd,
+    invert_view_points,
+    invert_view_volume,
+    view_points,
+    view_volume,
+)
