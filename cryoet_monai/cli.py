@@ -1,0 +1,299 @@
+"""``cryoet-monai``: the thin runner around the bundles, the data tools and the score.
+
+Errors from bad input (manifests, picks, images, configs) are printed as one line naming the file and
+the problem; ``--debug`` (or ``CRYOET_MONAI_DEBUG=1``) shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+from cryoet_monai.bundles import bundle_dir
+
+DEMO_BUNDLE = "semietpicker"
+
+
+class CommandError(ValueError):
+    """A user-facing error of the command line."""
+
+
+def _parse_budget(text: str) -> float:
+    match = re.fullmatch(r"\s*([0-9.]+)\s*(%?)\s*", text)
+    if not match:
+        raise CommandError(f"--budget must look like '1%' or '0.01', got {text!r}")
+    value = float(match.group(1)) / (100.0 if match.group(2) else 1.0)
+    if not 0 < value <= 1:
+        raise CommandError(f"--budget must be in (0, 100%], got {text!r}")
+    return value
+
+
+def parse_overrides(tokens: list[str]) -> dict:
+    """``--key value`` pairs (and ``--key=value``) of a bundle run; values are parsed as YAML literals."""
+    overrides, i = {}, 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("--"):
+            raise CommandError(f"expected --key value, got {token!r}")
+        if "=" in token:
+            key, value = token[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(tokens):
+                raise CommandError(f"{token} needs a value")
+            key, value = token[2:], tokens[i + 1]
+            i += 2
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        overrides[key] = value if isinstance(parsed, (dict, type(None))) or key in ("manifest", "output_dir") else parsed
+    return overrides
+
+
+def config_files(bundle: str, config: str) -> list[str]:
+    """The config file(s) of ``<bundle>/configs/<config>.yaml`` (or an explicit path)."""
+    path = Path(config)
+    if not path.is_file():
+        configs = bundle_dir(bundle) / "configs"
+        path = configs / (config if config.endswith((".yaml", ".json")) else f"{config}.yaml")
+        if not path.is_file():
+            names = sorted(p.stem for p in configs.glob("*.yaml"))
+            raise CommandError(f"bundle '{bundle}' has no config '{config}' (available: {names})")
+    return [str(path)]
+
+
+def run_bundle(bundle: str, config: str, overrides: dict) -> None:
+    """Run a bundle config like ``python -m monai.bundle run``, after checking the manifest it names."""
+    from monai.bundle import run
+
+    if "manifest" in overrides:
+        from cryoet_monai.data.manifest import load_manifest
+
+        load_manifest(overrides["manifest"])
+    files = config_files(bundle, config)
+    run(config_file=files if len(files) > 1 else files[0], **overrides)
+
+
+def cmd_run(args, extra):
+    run_bundle(args.bundle, args.config, parse_overrides(extra))
+
+
+def cmd_synth(args, _):
+    from cryoet_monai.data.budgets import budget_manifest
+    from cryoet_monai.data.synthetic import synthesize
+
+    manifest = synthesize(args.out, preset=args.preset, seed=args.seed, templates=args.templates, layout=args.layout)
+    print(f"wrote {manifest}")
+    if args.budget:
+        fraction = _parse_budget(args.budget)
+        out = manifest.with_name(f"manifest_budget_{fraction * 100:g}pct.json")
+        print(f"wrote {budget_manifest(manifest, out, fraction=fraction, seed=args.seed)}")
+    if args.shots:
+        out = manifest.with_name(f"manifest_shots_{args.shots}.json")
+        print(f"wrote {budget_manifest(manifest, out, shots=args.shots, seed=args.seed)}")
+
+
+def cmd_evaluate(args, _):
+    from cryoet_monai.data.manifest import load_manifest
+    from cryoet_monai.data.picks import read_picks
+    from cryoet_monai.metrics import format_score_table, score_picks
+
+    manifest = load_manifest(args.manifest)
+    result = score_picks(read_picks(args.pred, ndim=manifest.ndim), manifest, args.split)
+    print(json.dumps(result, indent=2) if args.json else format_score_table(result, manifest))
+
+
+def cmd_baseline(args, _):
+    pred = pick_with_blobs(args.manifest, args.split, threshold_std=args.threshold_std, dark=args.dark)
+    from cryoet_monai.data.picks import write_picks
+
+    print(f"wrote {write_picks(pred, Path(args.output_dir) / 'picks.csv')} ({len(pred)} picks)")
+
+
+def pick_with_blobs(manifest_path, split: str, threshold_std: float = 4.0, dark: bool = False):
+    """Run the zero-label blob picker over a manifest split; returns one picks table."""
+    import pandas as pd
+    from tqdm import tqdm
+
+    from cryoet_monai.data.manifest import load_manifest
+    from cryoet_monai.data.picks import empty_picks
+    from cryoet_monai.data.readers import read_image
+    from cryoet_monai.inference.blobs import BlobPicker
+
+    manifest = load_manifest(manifest_path)
+    picker = BlobPicker(manifest.class_names, [c.radius for c in manifest.classes], threshold_std, bright=not dark)
+    tables = []
+    for item in tqdm(manifest.items(split), desc=f"blob picking {split}", unit="tomogram"):
+        volume, _ = read_image(item.image)
+        tables.append(picker(volume, item.voxel_size, item.id))
+    return pd.concat(tables, ignore_index=True) if tables else empty_picks(manifest.ndim)
+
+
+def cmd_view(args, _):
+    from cryoet_monai.data.picks import read_picks
+    from cryoet_monai.data.readers import read_image
+    from cryoet_monai.visualize import draw_overlay, item_picks
+
+    volume, voxel_size = read_image(args.tomogram)
+    picks = read_picks(args.picks) if args.picks else None
+    radii, truth, item_id = {}, None, args.id or Path(args.tomogram).name.split(".")[0]
+    if args.manifest:
+        from cryoet_monai.data.manifest import load_manifest
+
+        manifest = load_manifest(args.manifest)
+        item = manifest.item(item_id)
+        voxel_size = item.voxel_size
+        radii = {c.name: c.radius for c in manifest.classes}
+        truth = manifest.truth(args.split) if args.split else None
+        truth = item_picks(truth, item_id, manifest.ndim) if truth is not None else None
+    if picks is None:
+        raise CommandError("view needs --picks")
+    ndim = volume.ndim
+    picks = item_picks(picks, item_id, ndim) if (picks.iloc[:, 0] == item_id).any() else picks
+    out = draw_overlay(volume, picks, args.out, voxel_size if ndim == 3 else 1.0, radii, truth, args.z, args.thickness, title=item_id)
+    print(f"wrote {out}")
+
+
+def cmd_manifest(args, _):
+    if args.manifest_command == "from-copick":
+        from cryoet_monai.data.copick_project import manifest_from_copick
+
+        path = manifest_from_copick(
+            args.config, args.out, tomo_type=args.tomo_type, voxel_spacing=args.voxel_spacing, user_id=args.user_id, session_id=args.session_id
+        )
+        print(f"wrote {path}")
+    elif args.manifest_command == "check":
+        from cryoet_monai.data.manifest import load_manifest
+
+        manifest = load_manifest(args.manifest)
+        counts = {split: len(manifest.items(split)) for split in manifest.splits}
+        print(f"{args.manifest}: ok — {manifest.ndim}D, {len(manifest.classes)} classes, items per split {counts}")
+    elif args.manifest_command == "budget":
+        from cryoet_monai.data.budgets import budget_manifest
+
+        fraction = _parse_budget(args.fraction) if args.fraction else None
+        print(f"wrote {budget_manifest(args.manifest, args.out, fraction=fraction, shots=args.shots, seed=args.seed)}")
+
+
+def cmd_demo(args, _):
+    from cryoet_monai.demo import run_demo
+
+    run_demo(args.out, preset=args.preset, seed=args.seed, templates=args.templates, layout=args.layout, method=args.method)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cryoet-monai", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a bundle config: cryoet-monai run <bundle> <config> [--key value ...]")
+    p.add_argument("bundle", help="bundle name (semietpicker, sasi, cryomae) or bundle folder")
+    p.add_argument("config", help="config name (train, inference, ...) or path")
+    p.set_defaults(func=cmd_run, extra=True)
+
+    p = sub.add_parser("synth", help="write synthetic tomograms, picks and a manifest")
+    p.add_argument("--out", required=True)
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--templates", help="folder of <pdb>.mrc density templates (default: built-in procedural particles)")
+    p.add_argument("--layout", help="folder of copick runs with real particle positions (default: random packing)")
+    p.add_argument("--budget", help="also write a label-budget manifest covering this share of the training volume, e.g. 1%%")
+    p.add_argument("--shots", type=int, help="also write a manifest with boxes around N particles per class")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("evaluate", help="score picks against a manifest split (the CZII score)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--pred", required=True, help="picks file (.csv, .star or copick .json)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("baseline", help="zero-label blob picker (the floor every method must beat)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--output_dir", "--output-dir", dest="output_dir", required=True)
+    p.add_argument("--threshold_std", type=float, default=4.0)
+    p.add_argument("--dark", action="store_true", help="particles are darker than the background")
+    p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("view", help="draw a slab with picks circled by class (TP/FP/misses given a manifest)")
+    p.add_argument("tomogram")
+    p.add_argument("--picks", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--manifest")
+    p.add_argument("--split", default="test", help="split whose truth marks TP/FP/misses")
+    p.add_argument("--id", help="item id (default: the file name without suffix)")
+    p.add_argument("--z", type=int)
+    p.add_argument("--thickness", type=int, default=5)
+    p.set_defaults(func=cmd_view)
+
+    p = sub.add_parser("manifest", help="manifest tools")
+    msub = p.add_subparsers(dest="manifest_command", required=True)
+    m = msub.add_parser("from-copick", help="convert a copick project into a manifest")
+    m.add_argument("config")
+    m.add_argument("--out", required=True)
+    m.add_argument("--tomo-type", default="wbp")
+    m.add_argument("--voxel-spacing", type=float, default=10.012)
+    m.add_argument("--user-id")
+    m.add_argument("--session-id")
+    m = msub.add_parser("check", help="load and validate a manifest")
+    m.add_argument("manifest")
+    m = msub.add_parser("budget", help="write a label-budget manifest")
+    m.add_argument("manifest")
+    m.add_argument("--out", required=True)
+    m.add_argument("--fraction", help="share of the training volume, e.g. 1%%")
+    m.add_argument("--shots", type=int)
+    m.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_manifest)
+
+    p = sub.add_parser("demo", help="synthesise a small tomogram, pick it, score it, draw the overlay")
+    p.add_argument("--out", default="demo_output")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--templates")
+    p.add_argument("--layout")
+    p.add_argument("--method", choices=["auto", "semietpicker", "blobs"], default="auto")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    seen = set()
+    while (err.__cause__ or err.__context__) is not None and id(err) not in seen:
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return err
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    debug = args.debug or os.environ.get("CRYOET_MONAI_DEBUG") == "1"
+    try:
+        args.func(args, extra)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if debug:
+            raise
+        cause = _root_cause(err)
+        message = str(cause) if cause is not err and str(cause) else str(err)
+        print(f"error: {message.strip().splitlines()[-1] if len(message) > 2000 else message.strip()}", file=sys.stderr)
+        print("(run with --debug for the full traceback)", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
