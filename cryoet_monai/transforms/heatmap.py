@@ -1,0 +1,204 @@
+"""Gaussian keypoint heatmaps from picks, and the mask of where the annotation is complete.
+
+A heatmap has one channel per class; each particle adds an unnormalised Gaussian
+``score · exp(-d² / 2σ²)`` centred on it, overlapping particles combine by maximum (not sum)
+so every centre keeps its peak value. σ is tied to the class radius (:func:`class_sigmas`).
+The loss mask is 1 inside the manifest's ``annotated`` boxes and 0 outside, where nothing is
+known and a loss must not treat the volume as background.
+
+Render heatmaps and masks before any spatial transform, then crop, flip or view
+``["image", "heatmap", "loss_mask"]`` together: the outputs are MetaTensors aligned with the image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+
+from cryoet_monai.transforms.picks import data_voxel_size
+
+
+def class_sigmas(radii_angstrom, voxel_size: float, sigma_scale: float = 0.25) -> np.ndarray:
+    """Gaussian σ per class in voxels: ``sigma_scale · radius / voxel_size``.
+
+    The default 0.25 puts the score's hit tolerance (0.5 × radius) at 2σ, where the target has
+    fallen to exp(-2) ≈ 0.14: the target mass sits inside the region the score counts as a hit,
+    and neighbouring particles (≥ 2 radii apart, i.e. ≥ 8σ) stay well separated.
+
+    Args:
+        radii_angstrom: particle radius of each class in Å.
+        voxel_size: Å per voxel.
+        sigma_scale: σ as a fraction of the radius.
+    """
+    radii = np.asarray(radii_angstrom, dtype=np.float64).reshape(-1)
+    if not voxel_size > 0 or not sigma_scale > 0:
+        raise ValueError(f"voxel_size and sigma_scale must be positive, got {voxel_size!r} and {sigma_scale!r}")
+    if radii.size == 0 or not np.all(radii > 0):
+        raise ValueError(f"class radii must be positive numbers of Å, got {radii.tolist()}")
+    return sigma_scale * radii / float(voxel_size)
+
+
+def _check_shape(shape_zyx) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in shape_zyx)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"shape_zyx must be three positive sizes (z, y, x), got {tuple(shape_zyx)}")
+    return shape
+
+
+def render_heatmap(points_zyx, labels, sigmas, shape_zyx, num_classes: int, scores=None) -> torch.Tensor:
+    """Render a ``(C, Z, Y, X)`` float32 heatmap of unnormalised Gaussians, combined by maximum.
+
+    Each point writes only a local window of ±3σ (the Gaussian is separable, so the window is an
+    outer product of three 1D profiles). Points outside the volume contribute their tails.
+
+    Args:
+        points_zyx: ``(N, 3)`` voxel coordinates ``(z, y, x)``, float allowed.
+        labels: ``(N,)`` class index of each point in ``0..num_classes-1``.
+        sigmas: σ in voxels, one per class (see :func:`class_sigmas`).
+        shape_zyx: spatial shape ``(Z, Y, X)``.
+        num_classes: number of channels ``C``.
+        scores: ``(N,)`` peak height of each point; default 1.
+    """
+    shape = _check_shape(shape_zyx)
+    points = np.asarray(torch.as_tensor(points_zyx).detach().cpu(), dtype=np.float64).reshape(-1, 3)
+    labels = np.asarray(torch.as_tensor(labels).detach().cpu(), dtype=np.int64).reshape(-1)
+    sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
+    heights = np.ones(len(points)) if scores is None else np.asarray(torch.as_tensor(scores).detach().cpu(), dtype=np.float64).reshape(-1)
+    if not len(labels) == len(points) == len(heights):
+        raise ValueError(f"got {len(points)} points, {len(labels)} labels and {len(heights)} scores")
+    if len(sigmas) != num_classes or not np.all(sigmas > 0):
+        raise ValueError(f"need {num_classes} positive sigmas (one per class), got {sigmas.tolist()}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must be class indices in 0..{num_classes - 1}, got {sorted(set(labels.tolist()))}")
+    heatmap = torch.zeros((num_classes, *shape), dtype=torch.float32)
+    for point, label, height in zip(points, labels, heights):
+        reach = 3.0 * sigmas[label]
+        lo = [max(0, math.floor(p - reach)) for p in point]
+        hi = [min(n, math.ceil(p + reach) + 1) for p, n in zip(point, shape)]
+        if any(a >= b for a, b in zip(lo, hi)):
+            continue
+        profiles = [np.exp(-((np.arange(a, b) - p) ** 2) / (2 * sigmas[label] ** 2)) for a, b, p in zip(lo, hi, point)]
+        blob = height * profiles[0][:, None, None] * profiles[1][None, :, None] * profiles[2][None, None, :]
+        window = heatmap[label, lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        torch.maximum(window, torch.from_numpy(blob.astype(np.float32)), out=window)
+    return heatmap
+
+
+def annotated_mask(boxes_angstrom, voxel_size: float, shape_zyx) -> torch.Tensor:
+    """A ``(1, Z, Y, X)`` float32 mask: 1 on voxels whose centre lies in an annotated box, 0 elsewhere.
+
+    Voxel ``i`` sits at ``i · voxel_size`` Å; boxes are closed, as in
+    :func:`cryoet_monai.data.manifest.inside_boxes`.
+
+    Args:
+        boxes_angstrom: boxes ``[x0, y0, z0, x1, y1, z1]`` in Å, or None for the whole volume.
+        voxel_size: Å per voxel.
+        shape_zyx: spatial shape ``(Z, Y, X)``.
+    """
+    shape = _check_shape(shape_zyx)
+    if boxes_angstrom is None:
+        return torch.ones((1, *shape), dtype=torch.float32)
+    if not voxel_size > 0:
+        raise ValueError(f"voxel_size must be a positive number of Å, got {voxel_size!r}")
+    mask = torch.zeros((1, *shape), dtype=torch.float32)
+    positions = [np.arange(n) * float(voxel_size) for n in shape]  # z, y, x in Å
+    for box in boxes_angstrom:
+        box = np.asarray(box, dtype=np.float64).reshape(-1)
+        if box.size != 6:
+            raise ValueError(f"an annotated box is [x0, y0, z0, x1, y1, z1] in Å, got {box.tolist()}")
+        lo, hi = box[2::-1], box[:2:-1]  # z, y, x
+        inside = [np.flatnonzero((pos >= a) & (pos <= b)) for pos, a, b in zip(positions, lo, hi)]
+        if all(len(i) for i in inside):
+            mask[0, inside[0][0] : inside[0][-1] + 1, inside[1][0] : inside[1][-1] + 1, inside[2][0] : inside[2][-1] + 1] = 1
+    return mask
+
+
+class PicksToHeatmap(Transform):
+    """Render class heatmaps from voxel picks, with σ tied to each class radius.
+
+    Args:
+        radii_angstrom: particle radius of each class in Å (channel order).
+        sigma_scale: σ as a fraction of the radius (see :func:`class_sigmas`).
+    """
+
+    def __init__(self, radii_angstrom: Sequence[float], sigma_scale: float = 0.25) -> None:
+        self.radii = np.asarray(radii_angstrom, dtype=np.float64).reshape(-1)
+        class_sigmas(self.radii, 1.0, sigma_scale)  # validate early
+        self.sigma_scale = sigma_scale
+
+    def __call__(self, points_zyx, labels, shape_zyx, voxel_size: float, scores=None) -> torch.Tensor:
+        """
+        Args:
+            points_zyx: ``(N, 3)`` voxel coordinates ``(z, y, x)``.
+            labels: ``(N,)`` class indices.
+            shape_zyx: spatial shape of the volume.
+            voxel_size: Å per voxel.
+            scores: optional ``(N,)`` peak heights (default 1).
+        """
+        sigmas = class_sigmas(self.radii, voxel_size, self.sigma_scale)
+        return render_heatmap(points_zyx, labels, sigmas, shape_zyx, len(self.radii), scores)
+
+
+class PicksToHeatmapd(MapTransform):
+    """Dictionary twin of :class:`PicksToHeatmap` that also writes the loss mask.
+
+    Reads the points and labels (voxels, as written by :class:`~cryoet_monai.transforms.picks.LoadPicksd`),
+    the image's spatial shape, the voxel size (``d["voxel_size"]`` or the image meta) and the
+    ``annotated`` boxes; writes ``d[heatmap_key]`` ``(C, Z, Y, X)`` and ``d[mask_key]`` ``(1, Z, Y, X)``
+    carrying the image's metadata, so later spatial transforms on all three stay aligned.
+
+    Args:
+        keys: the image key (exactly one) whose spatial shape the maps take.
+        radii_angstrom: particle radius of each class in Å (channel order).
+        sigma_scale: σ as a fraction of the radius.
+        points_key: key of the ``(N, 3)`` voxel ``(z, y, x)`` points.
+        labels_key: key of the ``(N,)`` class indices.
+        heatmap_key: output key of the heatmap.
+        mask_key: output key of the loss mask.
+        allow_missing_keys: don't raise an exception if the image key is missing.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        radii_angstrom: Sequence[float] = (),
+        sigma_scale: float = 0.25,
+        points_key: Hashable = "points",
+        labels_key: Hashable = "labels",
+        heatmap_key: Hashable = "heatmap",
+        mask_key: Hashable = "loss_mask",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"PicksToHeatmapd takes exactly one image key, got {self.keys}")
+        self.renderer = PicksToHeatmap(radii_angstrom, sigma_scale)
+        self.points_key, self.labels_key = points_key, labels_key
+        self.heatmap_key, self.mask_key = heatmap_key, mask_key
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            for needed in (self.points_key, self.labels_key):
+                if needed not in d:
+                    raise KeyError(f"PicksToHeatmapd needs '{needed}' in the data (run LoadPicksd first)")
+            shape = tuple(int(s) for s in image.shape[-3:])
+            voxel_size = data_voxel_size(d, image_key=key)
+            heatmap = self.renderer(d[self.points_key], d[self.labels_key], shape, voxel_size)
+            mask = annotated_mask(d.get("annotated"), voxel_size, shape)
+            d[self.heatmap_key] = self._like(heatmap, image)
+            d[self.mask_key] = self._like(mask, image)
+        return d
+
+    @staticmethod
+    def _like(array: torch.Tensor, image):
+        if not isinstance(image, MetaTensor):
+            return array
+        return MetaTensor(array).copy_meta_from(image)
