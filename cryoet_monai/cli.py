@@ -17,7 +17,7 @@ import yaml
 
 from cryoet_monai.bundles import bundle_dir
 
-DEMO_BUNDLE = "semietpicker"
+PATH_KEYS = ("manifest", "output_dir", "split", "bundle_root", "ckpt_path")
 
 
 class CommandError(ValueError):
@@ -49,12 +49,22 @@ def parse_overrides(tokens: list[str]) -> dict:
                 raise CommandError(f"{token} needs a value")
             key, value = token[2:], tokens[i + 1]
             i += 2
-        try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError:
-            parsed = value
-        overrides[key] = value if isinstance(parsed, (dict, type(None))) or key in ("manifest", "output_dir") else parsed
+        overrides[key] = value if key in PATH_KEYS else _literal(value)
     return overrides
+
+
+def _literal(value: str):
+    """``3`` → 3, ``1e-3`` → 0.001, ``[32, 64]`` → list, ``true`` → True; anything else stays a string."""
+    for convert in (int, float):
+        try:
+            return convert(value)
+        except ValueError:
+            pass
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    return parsed if isinstance(parsed, (list, bool)) else value
 
 
 def config_files(bundle: str, config: str) -> list[str]:
@@ -169,6 +179,10 @@ def cmd_manifest(args, _):
             args.config, args.out, tomo_type=args.tomo_type, voxel_spacing=args.voxel_spacing, user_id=args.user_id, session_id=args.session_id
         )
         print(f"wrote {path}")
+    elif args.manifest_command == "from-masks":
+        from cryoet_monai.data.masks import manifest_from_masks
+
+        print(f"wrote {manifest_from_masks(args.data_dir, args.template, args.out)}")
     elif args.manifest_command == "check":
         from cryoet_monai.data.manifest import load_manifest
 
@@ -243,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--voxel-spacing", type=float, default=10.012)
     m.add_argument("--user-id")
     m.add_argument("--session-id")
+    m = msub.add_parser("from-masks", help="complete a 2D manifest template with picks derived from disc masks")
+    m.add_argument("data_dir", help="folder with images/ and masks/ (e.g. the EMPIAR-10017 micrographs)")
+    m.add_argument("--template", default=str(Path(__file__).resolve().parent.parent / "data_manifests" / "empiar10017.json"))
+    m.add_argument("--out", required=True)
     m = msub.add_parser("check", help="load and validate a manifest")
     m.add_argument("manifest")
     m = msub.add_parser("budget", help="write a label-budget manifest")

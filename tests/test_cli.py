@@ -1,0 +1,46 @@
+"""The command line: evaluate output, friendly one-line errors, overlays, bundle-run argument parsing."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cryoet_monai.cli import main, parse_overrides
+from cryoet_monai.data.picks import make_picks, write_picks
+from cryoet_monai.data.readers import write_mrc
+
+
+def test_evaluate_json_and_table(make_manifest, tmp_path, capsys):
+    manifest = make_manifest({"test": [("TS_1", [("ribosome", 100, 100, 100), ("ferritin", 300, 200, 100)], None)]})
+    pred = write_picks(make_picks("TS_1", ["ribosome", "ribosome"], np.array([[105, 100, 100], [400, 400, 300]])), tmp_path / "pred.csv")
+    assert main(["evaluate", "--manifest", str(manifest), "--split", "test", "--pred", str(pred), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["classes"]["ribosome"] == {"tp": 1, "fp": 1, "fn": 0, "precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3), "fbeta": pytest.approx(17 * 0.5 / (8 + 1))}
+    assert result["classes"]["ferritin"]["fn"] == 1
+    assert main(["evaluate", "--manifest", str(manifest), "--pred", str(pred)]) == 0
+    assert "CZII score" in capsys.readouterr().out
+
+
+def test_bad_input_is_one_clear_line(make_manifest, tmp_path, capsys):
+    manifest = make_manifest({"test": [("TS_1", [("ribosome", 9999, 100, 100)], None)]})
+    assert main(["evaluate", "--manifest", str(manifest), "--pred", str(tmp_path / "none.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "outside the image" in err and "Traceback" not in err
+    (tmp_path / "mybundle" / "configs").mkdir(parents=True)
+    (tmp_path / "mybundle" / "configs" / "inference.yaml").write_text("x: 1\n")
+    assert main(["run", str(tmp_path / "mybundle"), "no-such-config"]) == 2
+    assert "has no config 'no-such-config' (available: ['inference'])" in capsys.readouterr().err
+
+
+def test_view_writes_overlay_png(make_manifest, tmp_path):
+    manifest = make_manifest({"test": [("TS_1", [("ribosome", 100, 100, 100)], None)]})
+    pred = write_picks(make_picks("TS_1", "ribosome", np.array([[100, 110, 100]])), tmp_path / "pred.csv")
+    out = tmp_path / "overlay.png"
+    tomo = tmp_path / "tomograms" / "TS_1.mrc"
+    assert main(["view", str(tomo), "--picks", str(pred), "--manifest", str(manifest), "--out", str(out), "--z", "10"]) == 0
+    assert out.stat().st_size > 5000 and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_parse_overrides_keeps_paths_as_strings():
+    got = parse_overrides(["--manifest", "1.json", "--epochs", "3", "--lr=1e-3", "--roi_size", "[32, 64, 64]", "--output_dir", "007"])
+    assert got == {"manifest": "1.json", "epochs": 3, "lr": 1e-3, "roi_size": [32, 64, 64], "output_dir": "007"}
