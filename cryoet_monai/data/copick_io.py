@@ -44,11 +44,23 @@ def read_copick_picks(path, experiment: str | None = None, particle_type: str | 
         raise PicksError(f"{path}: not valid JSON ({err})") from err
     except ValidationError as err:
         raise PicksError(f"{path}: not a copick picks file ({err})") from err
+    return copick_picks_table(meta, str(path), experiment, particle_type)
+
+
+def copick_picks_table(meta, source: str, experiment: str | None = None, particle_type: str | None = None) -> pd.DataFrame:
+    """A picks table (Å) from a ``CopickPicksFile`` (a parsed file, or what ``CopickPicks.load()`` returns).
+
+    Args:
+        meta: the copick picks metadata with its points.
+        source: name used in error messages.
+        experiment: run name for every row; overrides ``meta.run_name`` (needed when it is empty).
+        particle_type: class name for every row; overrides ``meta.pickable_object_name``.
+    """
     if meta.unit != "angstrom":
-        raise PicksError(f"{path}: copick points in '{meta.unit}' are not supported (only 'angstrom')")
+        raise PicksError(f"{source}: copick points in '{meta.unit}' are not supported (only 'angstrom')")
     run = experiment if experiment is not None else meta.run_name
     if not run:
-        raise PicksError(f"{path}: the file has no run_name; pass `experiment` to name the run")
+        raise PicksError(f"{source}: the picks have no run_name; pass `experiment` to name the run")
     points = meta.points or []
     locations = np.array([[p.location.x, p.location.y, p.location.z] for p in points]).reshape(-1, 3)
     shifts = np.array([p.transformation[:3, 3] if p.transformation_ else np.zeros(3) for p in points]).reshape(-1, 3)
