@@ -1,1 +1,3 @@
-"""losses"""
+"""Losses."""
+
+from cryoet_monai.losses.heatmap import HeatmapFocalLoss, HeatmapMSELoss, MaskedHeatmapLoss, target_peaks

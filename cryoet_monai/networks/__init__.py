@@ -1,1 +1,3 @@
-"""networks"""
+"""Networks: factories over MONAI networks."""
+
+from cryoet_monai.networks.heatmap_net import HeatmapNet

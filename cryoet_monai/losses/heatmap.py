@@ -1,0 +1,102 @@
+"""Masked heatmap losses for keypoint detection in tomograms.
+
+Both losses take logits ``(B, C, Z, Y, X)``, Gaussian target heatmaps of the same shape and a loss
+mask ``(B, 1, Z, Y, X)`` that is 1 where the annotation is complete and 0 elsewhere: space outside the
+annotated boxes is unknown and contributes nothing. Both are normalised by the number of target
+peaks inside the mask, so a crop with one particle and a crop with ten weigh each particle alike.
+
+For MONAI trainers, which call ``loss(pred, label)``, the mask can ride as the last channel of the
+label (``ConcatItemsd(keys=["heatmap", "loss_mask"], name="label")``) with ``mask_channel=True``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.nn.modules.loss import _Loss
+
+
+def target_peaks(target: torch.Tensor, min_value: float = 0.5) -> torch.Tensor:
+    """Boolean map of the voxels that are local maxima (3×3×3) of a heatmap and at least ``min_value``.
+
+    A particle centre between voxels gives a peak below 1, so peaks are found, not thresholded at 1.
+    """
+    local_max = F.max_pool3d(target, kernel_size=3, stride=1, padding=1)
+    return (target >= local_max) & (target >= min_value)
+
+
+class MaskedHeatmapLoss(_Loss):
+    """Base class: splits the mask from the label when asked and normalises by the peak count.
+
+    Args:
+        mask_channel: when no mask is given, the label's last channel is the mask.
+        peak_min_value: a target local maximum counts as a particle centre from this value on.
+    """
+
+    def __init__(self, mask_channel: bool = False, peak_min_value: float = 0.5):
+        super().__init__()
+        self.mask_channel = mask_channel
+        self.peak_min_value = peak_min_value
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """
+        Args:
+            pred: logits ``(B, C, Z, Y, X)``.
+            target: heatmaps in [0, 1] ``(B, C, Z, Y, X)`` (``C + 1`` channels with ``mask_channel``).
+            mask: ``(B, 1, Z, Y, X)``, 1 where the annotation is complete; None means everywhere.
+        """
+        target = torch.as_tensor(target, dtype=pred.dtype, device=pred.device)
+        if mask is None and self.mask_channel:
+            target, mask = target[:, :-1], target[:, -1:]
+        if target.shape != pred.shape:
+            raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+        mask = torch.ones_like(pred[:, :1]) if mask is None else torch.as_tensor(mask, dtype=pred.dtype, device=pred.device)
+        peaks = target_peaks(target, self.peak_min_value)
+        num_peaks = (peaks * mask).sum().clamp(min=1.0)
+        return (self.voxel_loss(pred, target, peaks) * mask).sum() / num_peaks
+
+    def voxel_loss(self, pred: torch.Tensor, target: torch.Tensor, peaks: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class HeatmapFocalLoss(MaskedHeatmapLoss):
+    """CenterNet penalty-reduced focal loss on ``sigmoid(pred)``.
+
+    Peak voxels are positives; every other voxel is a negative whose penalty shrinks by
+    ``(1 - target) ** beta`` near a centre. The focal term ``p ** alpha`` silences the millions of easy
+    background voxels, which a plain BCE or MSE would let dominate.
+
+    Args:
+        alpha: focusing exponent.
+        beta: penalty reduction exponent near centres.
+        mask_channel: see :class:`MaskedHeatmapLoss`.
+        peak_min_value: see :class:`MaskedHeatmapLoss`.
+    """
+
+    def __init__(self, alpha: float = 2.0, beta: float = 4.0, mask_channel: bool = False, peak_min_value: float = 0.5):
+        super().__init__(mask_channel, peak_min_value)
+        self.alpha = alpha
+        self.beta = beta
+
+    def voxel_loss(self, pred, target, peaks):
+        prob = torch.sigmoid(pred)
+        pos = -F.logsigmoid(pred) * (1 - prob) ** self.alpha
+        neg = -F.logsigmoid(-pred) * prob**self.alpha * (1 - target) ** self.beta
+        return torch.where(peaks, pos, neg)
+
+
+class HeatmapMSELoss(MaskedHeatmapLoss):
+    """Weighted squared error between ``sigmoid(pred)`` and the heatmap, heavier near particles.
+
+    Args:
+        pos_weight: extra weight at a centre: a voxel weighs ``1 + pos_weight * target``.
+        mask_channel: see :class:`MaskedHeatmapLoss`.
+        peak_min_value: see :class:`MaskedHeatmapLoss`.
+    """
+
+    def __init__(self, pos_weight: float = 10.0, mask_channel: bool = False, peak_min_value: float = 0.5):
+        super().__init__(mask_channel, peak_min_value)
+        self.pos_weight = pos_weight
+
+    def voxel_loss(self, pred, target, peaks):
+        return (1 + self.pos_weight * target) * (torch.sigmoid(pred) - target) ** 2
