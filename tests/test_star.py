@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 import starfile
 
+from cryoet_monai.data.manifest import load_manifest
 from cryoet_monai.data.picks import PicksError, make_picks, read_picks, write_picks
-from cryoet_monai.data.star import read_star, write_star
+from cryoet_monai.data.star import read_star, star_geometry, write_star
 
 VOXEL = 10.0
 SHAPES = {"TS_1": (32, 64, 64), "TS_2": (40, 50, 60)}  # (nz, ny, nx)
@@ -102,3 +103,13 @@ def test_unreadable_star_names_the_file(tmp_path):
         read_star(bad)
     with pytest.raises(PicksError, match="not found"):
         read_star(tmp_path / "missing.star")
+
+
+def test_geometry_from_a_manifest(make_manifest, tmp_path):
+    manifest = load_manifest(make_manifest({"training": [("TS_1", [("ribosome", 100.0, 200.0, 50.0)], None)]}))
+    geometry = star_geometry(manifest)
+    assert geometry == {"voxel_size": {"TS_1": 10.0}, "shapes": {"TS_1": (40, 50, 60)}}
+    truth = manifest.truth("training")
+    path = write_picks(truth, tmp_path / "t.star", **geometry)
+    assert starfile.read(path)["rlnCenteredCoordinateXAngst"].tolist() == [100.0 - 300.0]
+    pd.testing.assert_frame_equal(read_picks(path, **geometry), truth)

@@ -126,6 +126,25 @@ def write_star(
     return Path(path)
 
 
+def star_geometry(manifest, split: str | None = None) -> dict:
+    """``voxel_size`` and ``shapes`` of a manifest's tomograms, ready for ``read_star`` / ``write_star``.
+
+    ``read_picks(path, **star_geometry(manifest))`` reads RELION files of that data set in either convention.
+
+    Args:
+        manifest: a loaded :class:`~cryoet_monai.data.manifest.Manifest` (3D).
+        split: only this split's items; all items when None.
+    """
+    from cryoet_monai.data.readers import image_info
+
+    splits = [split] if split is not None else list(manifest.splits)
+    items = [it for name in splits for it in manifest.items(name)]
+    return {
+        "voxel_size": {it.id: it.voxel_size for it in items},
+        "shapes": {it.id: tuple(image_info(it.image)[0]) for it in items},
+    }
+
+
 def _particle_block(path: Path) -> pd.DataFrame:
     import starfile
 
