@@ -1,9 +1,10 @@
 """The zero-label floor: scale-normalised Laplacian-of-Gaussian blobs at each class's size.
 
 Each class gets the response ``-σ² ∇²G_σ * volume`` with ``σ = radius / (voxel_size · √ndim)`` (the
-scale at which a uniform ball of that radius responds most). Every voxel is assigned to the class whose
-scale responds most (scale selection); peaks more than ``threshold_std`` robust standard deviations
-above the median response become picks. No labels are used: every trained picker must beat this.
+scale at which a uniform ball of that radius responds most). Peaks more than ``threshold_std`` robust
+standard deviations above the median response are found per class; then, strongest first, a peak
+suppresses the peaks of every other class within its own radius (scale selection: particles do not
+overlap). No labels are used: every trained picker must beat this.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from cryoet_monai.inference.peaks import find_peaks, peaks_to_picks
 
@@ -57,10 +59,24 @@ class BlobPicker:
         """Pick one tomogram (or micrograph); returns a picks table in Å (px for 2D with voxel size 1)."""
         radii = self.radii_angstrom / voxel_size
         responses = blob_responses(volume, radii, self.bright)
-        best = responses.argmax(axis=0)
-        for c in range(len(radii)):
-            responses[c][best != c] = -np.inf
         points, labels, scores = find_peaks(
             torch.from_numpy(responses), min_distance=radii * self.min_distance_fraction, thresholds=self.threshold_std
         )
-        return peaks_to_picks(points, labels, scores, self.class_names, voxel_size, experiment)
+        keep = select_scales(points.numpy(), labels.numpy(), scores.numpy(), radii)
+        return peaks_to_picks(points[keep], labels[keep], scores[keep], self.class_names, voxel_size, experiment)
+
+
+def select_scales(points: np.ndarray, labels: np.ndarray, scores: np.ndarray, radii) -> np.ndarray:
+    """Indices of peaks kept after cross-class suppression: strongest first, each kept peak removes
+    weaker peaks of other classes within its own radius."""
+    order = np.argsort(-scores, kind="stable")
+    tree = cKDTree(points) if len(points) else None
+    removed = np.zeros(len(points), bool)
+    kept = []
+    for i in order:
+        if removed[i]:
+            continue
+        kept.append(i)
+        near = np.asarray(tree.query_ball_point(points[i], r=float(radii[labels[i]])), dtype=int)
+        removed[near[labels[near] != labels[i]]] = True
+    return np.sort(np.asarray(kept, dtype=int))
