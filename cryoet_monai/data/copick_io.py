@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from monai.utils import optional_import
-from pydantic import ValidationError
+from monai.utils import optional_import, require_pkg
 
 from cryoet_monai.data.picks import PicksError, make_picks, validate_picks
 
@@ -24,6 +23,7 @@ CopickPoint, _ = optional_import("copick.models", name="CopickPoint")
 sanitize_name, _ = optional_import("copick.util.escape", name="sanitize_name")
 
 
+@require_pkg(pkg_name="copick")
 def read_copick_picks(path, experiment: str | None = None, particle_type: str | None = None) -> pd.DataFrame:
     """Read a copick picks JSON file as a picks table (Å).
 
@@ -39,10 +39,12 @@ def read_copick_picks(path, experiment: str | None = None, particle_type: str | 
     if not path.is_file():
         raise PicksError(f"{path}: copick picks file not found")
     try:
-        meta = CopickPicksFile.model_validate(json.loads(path.read_text()))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raw = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
         raise PicksError(f"{path}: not valid JSON ({err})") from err
-    except ValidationError as err:
+    try:
+        meta = CopickPicksFile.model_validate(raw)
+    except ValueError as err:  # pydantic's ValidationError
         raise PicksError(f"{path}: not a copick picks file ({err})") from err
     return copick_picks_table(meta, str(path), experiment, particle_type)
 
@@ -68,6 +70,7 @@ def copick_picks_table(meta, source: str, experiment: str | None = None, particl
     return make_picks(run, particle_type or meta.pickable_object_name, locations + shifts, scores, ndim=3)
 
 
+@require_pkg(pkg_name="copick")
 def write_copick_picks(picks: pd.DataFrame, path, user_id: str = "cryoet-monai", session_id: str = "0") -> Path:
     """Write the picks of one object type in one run as a copick picks JSON file (any path: the suffix is not looked at).
 
@@ -103,6 +106,7 @@ def write_copick_picks(picks: pd.DataFrame, path, user_id: str = "cryoet-monai",
     return Path(path)
 
 
+@require_pkg(pkg_name="copick")
 def write_copick_overlay(picks: pd.DataFrame, overlay_root, user_id: str = "cryoet-monai", session_id: str = "0") -> list[Path]:
     """Write picks into a copick overlay: ``ExperimentRuns/<run>/Picks/<user>_<session>_<object>.json``.
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
+from monai.utils import require_pkg
 
 from cryoet_monai.data.copick_io import copick_picks_table
 from cryoet_monai.data.manifest import SPLITS, Item, Manifest, ManifestError, ParticleClass
@@ -22,6 +23,7 @@ from cryoet_monai.data.species import CZII_SPECIES
 VOXEL_SPACING_TOLERANCE = 1e-3  # Å: copick names voxel-spacing folders with three decimals
 
 
+@require_pkg(pkg_name="copick")
 def manifest_from_copick(
     config,
     out,
