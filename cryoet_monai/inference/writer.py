@@ -1,0 +1,98 @@
+"""An ignite handler that gathers the picks of every tomogram and writes them when inference ends."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.distributed as dist
+from monai.utils import min_version, optional_import
+
+from cryoet_monai.data.picks import empty_picks, write_picks
+
+Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
+
+FORMATS = ("csv", "star", "copick")
+
+
+class PicksWriter:
+    """Collects the per-item picks tables of an evaluator and writes ``<output_dir>/picks.csv``.
+
+    Each file is written atomically, so a reader never sees half a file. Under
+    ``torch.distributed`` the tables of all ranks are gathered and rank 0 writes.
+
+    Args:
+        output_dir: folder of the output files.
+        formats: any of ``"csv"`` (``picks.csv``, always written), ``"star"`` (``picks.star``, RELION 5
+            centred Å) and ``"copick"`` (a copick overlay under ``<output_dir>/copick``).
+        picks_key: key of the picks table in each decollated output item.
+        image_key: key of the image, whose spatial shape RELION 5 coordinates need.
+        voxel_size_key: key of the voxel size in Å.
+        id_key: key of the tomogram id.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        formats: Sequence[str] = ("csv",),
+        picks_key: str = "pred_picks",
+        image_key: str = "image",
+        voxel_size_key: str = "voxel_size",
+        id_key: str = "id",
+    ):
+        unknown = set(formats) - set(FORMATS)
+        if unknown:
+            raise ValueError(f"unknown picks format(s) {sorted(unknown)}; choose from {list(FORMATS)}")
+        self.output_dir = Path(output_dir)
+        self.formats = list(formats)
+        self.picks_key = picks_key
+        self.image_key = image_key
+        self.voxel_size_key = voxel_size_key
+        self.id_key = id_key
+        self.tables: list[pd.DataFrame] = []
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.voxel_sizes: dict[str, float] = {}
+
+    def attach(self, engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
+        engine.add_event_handler(Events.COMPLETED, self.write)
+
+    def reset(self, engine=None) -> None:
+        self.tables, self.shapes, self.voxel_sizes = [], {}, {}
+
+    def collect(self, engine) -> None:
+        batch = engine.state.batch if isinstance(engine.state.batch, list) else [engine.state.batch]
+        outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
+        for item, out in zip(batch, outputs):
+            experiment = str(item[self.id_key])
+            self.tables.append(out[self.picks_key])
+            self.shapes[experiment] = tuple(int(s) for s in item[self.image_key].shape[-3:])
+            self.voxel_sizes[experiment] = float(torch.as_tensor(item[self.voxel_size_key]).reshape(-1)[0])
+
+    def gathered(self) -> tuple[pd.DataFrame, dict, dict]:
+        """All picks, image shapes and voxel sizes collected so far (of all ranks when distributed)."""
+        parts = [(self.tables, self.shapes, self.voxel_sizes)]
+        if dist.is_available() and dist.is_initialized():
+            parts = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, (self.tables, self.shapes, self.voxel_sizes))
+        tables = [t for p in parts for t in p[0] if len(t)]
+        shapes = {k: v for p in parts for k, v in p[1].items()}
+        voxel_sizes = {k: v for p in parts for k, v in p[2].items()}
+        picks = pd.concat(tables, ignore_index=True) if tables else empty_picks(3)
+        return picks, shapes, voxel_sizes
+
+    def write(self, engine=None) -> None:
+        picks, shapes, voxel_sizes = self.gathered()
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+            return
+        write_picks(picks, self.output_dir / "picks.csv")
+        if "star" in self.formats:
+            voxel_size = next(iter(voxel_sizes.values()), 1.0)
+            write_picks(picks, self.output_dir / "picks.star", convention="relion5", voxel_size=voxel_size, shapes=shapes)
+        if "copick" in self.formats:
+            from cryoet_monai.data.copick_io import write_copick_overlay
+
+            write_copick_overlay(picks, self.output_dir / "copick")
