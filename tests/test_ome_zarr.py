@@ -20,7 +20,7 @@ def write_pyramid(path, levels, voxel_size, unit="angstrom", leading=(), global_
     datasets = []
     for i, data in enumerate(levels):
         data = data.reshape((1,) * len(leading) + data.shape)
-        array = zarr.open_array(str(path / str(i)), mode="w", shape=data.shape, chunks=data.shape, dtype=data.dtype, **V2)
+        array = zarr.open_array(str(path / str(i)), mode="w", shape=data.shape, dtype=data.dtype, **V2)
         array[...] = data
         scale = [1.0] * len(leading) + [voxel_size * 2**i] * 3
         datasets.append({"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": scale}]})

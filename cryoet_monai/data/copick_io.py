@@ -49,7 +49,9 @@ def read_copick_picks(path, experiment: str | None = None, particle_type: str | 
     return copick_picks_table(meta, str(path), experiment, particle_type)
 
 
-def copick_picks_table(meta, source: str, experiment: str | None = None, particle_type: str | None = None) -> pd.DataFrame:
+def copick_picks_table(
+    meta, source: str, experiment: str | None = None, particle_type: str | None = None
+) -> pd.DataFrame:
     """A picks table (Å) from a ``CopickPicksFile`` (a parsed file, or what ``CopickPicks.load()`` returns).
 
     Args:
@@ -72,7 +74,7 @@ def copick_picks_table(meta, source: str, experiment: str | None = None, particl
 
 @require_pkg(pkg_name="copick")
 def write_copick_picks(picks: pd.DataFrame, path, user_id: str = "cryoet-monai", session_id: str = "0") -> Path:
-    """Write the picks of one object type in one run as a copick picks JSON file (any path: the suffix is not looked at).
+    """Write the picks of one object type in one run as a copick picks JSON file (the path's suffix is not looked at).
 
     Args:
         picks: a 3D picks table (Å) with one ``experiment`` and one ``particle_type``.
@@ -107,7 +109,9 @@ def write_copick_picks(picks: pd.DataFrame, path, user_id: str = "cryoet-monai",
 
 
 @require_pkg(pkg_name="copick")
-def write_copick_overlay(picks: pd.DataFrame, overlay_root, user_id: str = "cryoet-monai", session_id: str = "0") -> list[Path]:
+def write_copick_overlay(
+    picks: pd.DataFrame, overlay_root, user_id: str = "cryoet-monai", session_id: str = "0"
+) -> list[Path]:
     """Write picks into a copick overlay: ``ExperimentRuns/<run>/Picks/<user>_<session>_<object>.json``.
 
     A copick project whose config names ``overlay_root`` then lists these picks under ``user_id`` / ``session_id``.

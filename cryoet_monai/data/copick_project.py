@@ -82,14 +82,14 @@ def manifest_from_copick(
         labeled = {name for split, run_names in splits.items() if split != "unlabeled" for name in run_names}
         picks = {name: _run_picks(runs[name], names, user_id, session_id, config) for name in labeled}
 
-    manifest = Manifest(name=root.config.name or config.stem, ndim=3, voxel_size=voxel_spacing, classes=particle_classes)
+    manifest = Manifest(root.config.name or config.stem, ndim=3, voxel_size=voxel_spacing, classes=particle_classes)
     for split, run_names in splits.items():
         items = []
         for name in run_names:
             image = _tomogram_path(runs[name], tomo_type, voxel_spacing, config)
             _, image_voxel_size = ome_zarr_info(image)
-            picks_path = None
-            if picks.get(name) is not None and split != "unlabeled":
+            picks_path = None  # unlabeled runs and runs without picks
+            if picks.get(name) is not None:
                 picks_path = write_picks(picks[name], out.parent / "picks" / f"{name}.csv")
             items.append(Item(name, image, picks_path, voxel_size=image_voxel_size))
         manifest.splits[split] = items

@@ -192,7 +192,8 @@ def _particle_types(table: pd.DataFrame, path, particle_type, class_names) -> np
         return numbers.astype(int).astype(str)
     bad = (numbers < 1) | (numbers > len(class_names))
     if bad.any():
-        raise PicksError(f"{path}: {CLASS_COLUMN} {int(numbers[bad][0])} has no name in class_names {list(class_names)}")
+        number = int(numbers[bad][0])
+        raise PicksError(f"{path}: {CLASS_COLUMN} {number} has no name in class_names {list(class_names)}")
     return np.asarray(class_names, dtype=object)[numbers.astype(int) - 1].astype(str)
 
 
