@@ -118,8 +118,8 @@ def _check_shape(shape_zyx) -> list[int]:
 
 def _rot90_points(pts, shape: list[int]):
     """One ``rot90`` over (y, x): ``out[y', x'] = in[x', X-1-y']``, so ``(y, x) -> (X-1-x, y)``."""
-    y, x = pts[:, 1].clone() if isinstance(pts, torch.Tensor) else pts[:, 1].copy(), pts[:, 2]
-    pts[:, 1] = (shape[2] - 1) - x
+    y = pts[:, 1].clone() if isinstance(pts, torch.Tensor) else pts[:, 1].copy()
+    pts[:, 1] = (shape[2] - 1) - pts[:, 2]
     pts[:, 2] = y
     shape[1], shape[2] = shape[2], shape[1]
 
@@ -201,7 +201,7 @@ class WedgeView(Transform):
         return invert_view_volume(img, self.k)
 
 
-class _WedgeViewBased(MapTransform, InvertibleTransform):
+class _WedgeViewBase(MapTransform, InvertibleTransform):
     """Shared forward/inverse of the dictionary views; records the view of each key for ``inverse``."""
 
     def __init__(self, keys: KeysCollection, points_key: Hashable | None, allow_missing_keys: bool) -> None:
@@ -239,7 +239,7 @@ class _WedgeViewBased(MapTransform, InvertibleTransform):
         return d
 
 
-class WedgeViewd(_WedgeViewBased):
+class WedgeViewd(_WedgeViewBase):
     """Dictionary twin of :class:`WedgeView`: the same view for all ``keys`` (and the points), invertible.
 
     MetaTensor affines are updated so world coordinates stay right; ``inverse`` restores the data.
@@ -247,12 +247,12 @@ class WedgeViewd(_WedgeViewBased):
     Args:
         keys: keys of channel-first volumes ``(C, Z, Y, X)``.
         k: view index in ``0..NUM_VIEWS-1``.
+        allow_missing_keys: don't raise an exception if a key is missing.
         points_key: key of ``(N, 3)`` voxel ``(z, y, x)`` coordinates moved with the volumes when present;
             None to leave points alone.
-        allow_missing_keys: don't raise an exception if a key is missing.
     """
 
-    def __init__(self, keys: KeysCollection, k: int, points_key: Hashable | None = "points", allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection, k: int, allow_missing_keys: bool = False, points_key: Hashable | None = "points") -> None:
         super().__init__(keys, points_key, allow_missing_keys)
         self.k = _check_view(k)
 
@@ -260,7 +260,7 @@ class WedgeViewd(_WedgeViewBased):
         return self._apply(data, self.k)
 
 
-class RandWedgeViewd(RandomizableTransform, _WedgeViewBased):
+class RandWedgeViewd(RandomizableTransform, _WedgeViewBase):
     """Random wedge-preserving view: one ``k`` drawn from ``views`` for all keys and the points.
 
     Invertible through MONAI's ``applied_operations`` (``transform.inverse(d)``); when the
@@ -270,8 +270,8 @@ class RandWedgeViewd(RandomizableTransform, _WedgeViewBased):
         keys: keys of channel-first volumes ``(C, Z, Y, X)``.
         prob: probability of applying a random view.
         views: view indices to draw from; default all :data:`NUM_VIEWS`.
-        points_key: key of ``(N, 3)`` voxel ``(z, y, x)`` coordinates moved with the volumes when present.
         allow_missing_keys: don't raise an exception if a key is missing.
+        points_key: key of ``(N, 3)`` voxel ``(z, y, x)`` coordinates moved with the volumes when present.
     """
 
     def __init__(
@@ -279,11 +279,11 @@ class RandWedgeViewd(RandomizableTransform, _WedgeViewBased):
         keys: KeysCollection,
         prob: float = 1.0,
         views: Sequence[int] | None = None,
-        points_key: Hashable | None = "points",
         allow_missing_keys: bool = False,
+        points_key: Hashable | None = "points",
     ) -> None:
         RandomizableTransform.__init__(self, prob)
-        _WedgeViewBased.__init__(self, keys, points_key, allow_missing_keys)
+        _WedgeViewBase.__init__(self, keys, points_key, allow_missing_keys)
         self.views = list(range(NUM_VIEWS)) if views is None else [_check_view(v) for v in views]
         if not self.views:
             raise ValueError("views must name at least one view index")
