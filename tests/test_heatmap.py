@@ -8,7 +8,13 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, SpatialCropd
 
 from cryoet_monai.data.manifest import inside_boxes
-from cryoet_monai.transforms.heatmap import PicksToHeatmap, PicksToHeatmapd, annotated_mask, class_sigmas, render_heatmap
+from cryoet_monai.transforms.heatmap import (
+    PicksToHeatmap,
+    PicksToHeatmapd,
+    annotated_mask,
+    class_sigmas,
+    render_heatmap,
+)
 from cryoet_monai.transforms.views import RandWedgeViewd
 
 
@@ -77,7 +83,8 @@ def test_dict_transform_aligned_with_image_under_crop_and_view():
     assert hm[1, 6, 7, 8] == 1.0 and hm[0].max() == 0.0
     assert math.isclose(hm[1, 6, 7, 10].item(), math.exp(-0.5), rel_tol=1e-6)  # σ = 0.25·80/10 = 2
     keys = ["image", "heatmap", "loss_mask"]
-    chain = Compose([SpatialCropd(keys, roi_start=(2, 3, 4), roi_end=(12, 14, 16)), RandWedgeViewd(keys, views=[11], points_key=None)])
+    crop = SpatialCropd(keys, roi_start=(2, 3, 4), roi_end=(12, 14, 16))
+    chain = Compose([crop, RandWedgeViewd(keys, views=[11], points_key=None)])
     moved = chain(out)
     image_peak = int(torch.argmax(moved["image"][0]))
     assert int(torch.argmax(moved["heatmap"][1])) == image_peak

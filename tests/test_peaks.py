@@ -80,7 +80,8 @@ def test_peak_at_the_border_stays():
 
 def test_picks_round_trip_angstrom_voxel():
     points, labels = _planted()
-    picks = peaks_to_picks(torch.from_numpy(points), labels, np.linspace(1, 0.5, len(points)), ["apo", "ribo"], 10.012, "TS_5_4")
+    scores = np.linspace(1, 0.5, len(points))
+    picks = peaks_to_picks(torch.from_numpy(points), labels, scores, ["apo", "ribo"], 10.012, "TS_5_4")
     assert list(picks.columns) == ["experiment", "particle_type", "x", "y", "z", "score"]
     assert picks["particle_type"].tolist() == ["apo"] * 3 + ["ribo"] * 3
     assert np.allclose(picks[["x", "y", "z"]].to_numpy(), points[:, ::-1] * 10.012)

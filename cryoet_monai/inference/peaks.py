@@ -16,8 +16,8 @@ ribosome would become hundreds of picks. :func:`find_peaks` therefore, per class
    ``min_distance`` voxels.
 
 Steps 1–3 run where the heatmap lives: torch operations on a GPU (the CPU path smooths with
-SciPy, which is much faster there); the suppression runs on the few candidates with a k-d tree. Scores are the original map's values at
-the peaks (probabilities or logits, whatever was given).
+SciPy, which is much faster there); the suppression runs on the few candidates with a k-d tree.
+Scores are the original map's values at the peaks (probabilities or logits, whatever was given).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from monai.networks.layers import gaussian_1d, separable_filtering
-from monai.utils import convert_to_tensor
+from monai.utils import convert_to_numpy, convert_to_tensor
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
@@ -37,7 +37,7 @@ from cryoet_monai.data.picks import make_picks
 
 
 def _per_class(value, num_classes: int, name: str) -> np.ndarray:
-    values = np.asarray(torch.as_tensor(value).detach().cpu(), dtype=np.float64).reshape(-1)
+    values = convert_to_numpy(value, dtype=np.float64, wrap_sequence=True).reshape(-1)
     if values.size == 1:
         values = np.repeat(values, num_classes)
     if values.size != num_classes:
@@ -67,7 +67,8 @@ def smooth_map(volume: torch.Tensor, sigma: float) -> torch.Tensor:
         smooth = torch.from_numpy(smooth)
     else:
         smooth = separable_filtering(volume[None, None], kernel)[0, 0]
-    inside = [F.conv1d(torch.ones(1, 1, n).to(volume), kernel[None, None], padding=len(kernel) // 2)[0, 0] for n in volume.shape]
+    ones = [torch.ones(1, 1, n).to(volume) for n in volume.shape]
+    inside = [F.conv1d(o, kernel[None, None], padding=len(kernel) // 2)[0, 0] for o in ones]  # kernel mass per axis
     return smooth / (inside[0][:, None, None] * inside[1][None, :, None] * inside[2][None, None, :])
 
 
@@ -77,7 +78,7 @@ def _max3(volume: torch.Tensor) -> torch.Tensor:
 
 
 def _around(volume: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 3×3×3 neighbourhood of ``(M, 3)`` voxel coordinates, clamped to the volume: ``(M, 27, 3)`` and values ``(M, 27)``."""
+    """3×3×3 neighbourhoods of ``(M, 3)`` voxels, clamped to the volume: coordinates ``(M, 27, 3)``, values ``(M, 27)``."""
     offsets = torch.cartesian_prod(*[torch.arange(-1, 2, device=coords.device)] * 3)
     upper = torch.as_tensor(volume.shape, device=coords.device) - 1
     around = torch.minimum((coords[:, None, :] + offsets).clamp(min=0), upper)
@@ -182,7 +183,9 @@ def find_peaks(
     return points_t[order], labels_t[order], scores_t[order]
 
 
-def peaks_to_picks(points_zyx, labels, scores, class_names: Sequence[str], voxel_size: float, experiment: str) -> pd.DataFrame:
+def peaks_to_picks(
+    points_zyx, labels, scores, class_names: Sequence[str], voxel_size: float, experiment: str
+) -> pd.DataFrame:
     """Turn voxel peaks into the contract picks table (``x, y, z`` in Å = voxel index × voxel size).
 
     Args:
@@ -193,9 +196,9 @@ def peaks_to_picks(points_zyx, labels, scores, class_names: Sequence[str], voxel
         voxel_size: Å per voxel.
         experiment: the tomogram id for the ``experiment`` column.
     """
-    points = np.asarray(torch.as_tensor(points_zyx).detach().cpu(), dtype=np.float64).reshape(-1, 3)
-    labels = np.asarray(torch.as_tensor(labels).detach().cpu(), dtype=np.int64).reshape(-1)
-    scores = np.asarray(torch.as_tensor(scores).detach().cpu(), dtype=np.float64).reshape(-1)
+    points = convert_to_numpy(points_zyx, dtype=np.float64, wrap_sequence=True).reshape(-1, 3)
+    labels = convert_to_numpy(labels, dtype=np.int64, wrap_sequence=True).reshape(-1)
+    scores = convert_to_numpy(scores, dtype=np.float64, wrap_sequence=True).reshape(-1)
     if not len(points) == len(labels) == len(scores):
         raise ValueError(f"got {len(points)} points, {len(labels)} labels and {len(scores)} scores")
     if not voxel_size > 0:

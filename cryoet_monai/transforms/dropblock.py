@@ -70,7 +70,12 @@ class WedgeDropBlock(RandomizableTransform):
     """
 
     def __init__(
-        self, prob: float = 0.5, block_size: int = 8, num_blocks: int = 4, tilt_max_deg: float = 60.0, fill: str = "local_noise"
+        self,
+        prob: float = 0.5,
+        block_size: int = 8,
+        num_blocks: int = 4,
+        tilt_max_deg: float = 60.0,
+        fill: str = "local_noise",
     ) -> None:
         RandomizableTransform.__init__(self, prob)
         if fill not in FILLS:
@@ -103,7 +108,7 @@ class WedgeDropBlock(RandomizableTransform):
             randomize: draw new blocks; False reuses the last draw (to apply the same blocks to several arrays).
         """
         if img.ndim != 4:
-            raise ValueError(f"WedgeDropBlock expects a channel-first (C, Z, Y, X) volume, got shape {tuple(img.shape)}")
+            raise ValueError(f"WedgeDropBlock expects a (C, Z, Y, X) volume, got shape {tuple(img.shape)}")
         if randomize:
             self.randomize(img.shape[1:])
         if not self._do_transform:

@@ -20,6 +20,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
+from monai.utils import convert_to_numpy
 
 from cryoet_monai.transforms.picks import data_voxel_size
 
@@ -66,10 +67,11 @@ def render_heatmap(points_zyx, labels, sigmas, shape_zyx, num_classes: int, scor
         scores: ``(N,)`` peak height of each point; default 1.
     """
     shape = _check_shape(shape_zyx)
-    points = np.asarray(torch.as_tensor(points_zyx).detach().cpu(), dtype=np.float64).reshape(-1, 3)
-    labels = np.asarray(torch.as_tensor(labels).detach().cpu(), dtype=np.int64).reshape(-1)
+    points = convert_to_numpy(points_zyx, dtype=np.float64, wrap_sequence=True).reshape(-1, 3)
+    labels = convert_to_numpy(labels, dtype=np.int64, wrap_sequence=True).reshape(-1)
     sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
-    heights = np.ones(len(points)) if scores is None else np.asarray(torch.as_tensor(scores).detach().cpu(), dtype=np.float64).reshape(-1)
+    heights = np.ones(len(points)) if scores is None else convert_to_numpy(scores, np.float64, wrap_sequence=True)
+    heights = heights.reshape(-1)
     if not len(labels) == len(points) == len(heights):
         raise ValueError(f"got {len(points)} points, {len(labels)} labels and {len(heights)} scores")
     if len(sigmas) != num_classes or not np.all(sigmas > 0):
@@ -115,7 +117,7 @@ def annotated_mask(boxes_angstrom, voxel_size: float, shape_zyx) -> torch.Tensor
         lo, hi = box[2::-1], box[:2:-1]  # z, y, x
         inside = [np.flatnonzero((pos >= a) & (pos <= b)) for pos, a, b in zip(positions, lo, hi)]
         if all(len(i) for i in inside):
-            mask[0, inside[0][0] : inside[0][-1] + 1, inside[1][0] : inside[1][-1] + 1, inside[2][0] : inside[2][-1] + 1] = 1
+            mask[(0, *(slice(i[0], i[-1] + 1) for i in inside))] = 1
     return mask
 
 

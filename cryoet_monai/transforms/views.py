@@ -252,7 +252,9 @@ class WedgeViewd(_WedgeViewBase):
             None to leave points alone.
     """
 
-    def __init__(self, keys: KeysCollection, k: int, allow_missing_keys: bool = False, points_key: Hashable | None = "points") -> None:
+    def __init__(
+        self, keys: KeysCollection, k: int, allow_missing_keys: bool = False, points_key: Hashable | None = "points"
+    ) -> None:
         super().__init__(keys, points_key, allow_missing_keys)
         self.k = _check_view(k)
 
