@@ -78,7 +78,7 @@ def _max3(volume: torch.Tensor) -> torch.Tensor:
 
 
 def _around(volume: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """3×3×3 neighbourhoods of ``(M, 3)`` voxels, clamped to the volume: coordinates ``(M, 27, 3)``, values ``(M, 27)``."""
+    """3×3×3 neighbourhoods of ``(M, 3)`` voxels, clamped: coordinates ``(M, 27, 3)``, values ``(M, 27)``."""
     offsets = torch.cartesian_prod(*[torch.arange(-1, 2, device=coords.device)] * 3)
     upper = torch.as_tensor(volume.shape, device=coords.device) - 1
     around = torch.minimum((coords[:, None, :] + offsets).clamp(min=0), upper)

@@ -1,7 +1,13 @@
 """MONAI-style transforms for cryo-ET particle picking."""
 
 from cryoet_monai.transforms.dropblock import WedgeDropBlock, WedgeDropBlock3d, WedgeDropBlockd, wedge_elongation
-from cryoet_monai.transforms.heatmap import PicksToHeatmap, PicksToHeatmapd, annotated_mask, class_sigmas, render_heatmap
+from cryoet_monai.transforms.heatmap import (
+    PicksToHeatmap,
+    PicksToHeatmapd,
+    annotated_mask,
+    class_sigmas,
+    render_heatmap,
+)
 from cryoet_monai.transforms.picks import LoadPicksd, data_voxel_size
 from cryoet_monai.transforms.views import (
     NUM_VIEWS,

@@ -80,7 +80,7 @@ def data_voxel_size(d: Mapping, image_key: Hashable = "image", source: str = "da
     elif isinstance(image, MetaTensor) and "voxel_size" in image.meta:
         value = float(np.asarray(image.meta["voxel_size"]).reshape(-1)[0])
     else:
-        raise KeyError(f"{source}: no voxel size ('voxel_size' is neither in the data nor in the meta of '{image_key}')")
+        raise KeyError(f"{source}: no voxel size ('voxel_size' neither in the data nor in the meta of '{image_key}')")
     if not value > 0:
         raise ValueError(f"{source}: voxel size must be positive, got {value}")
     return value
