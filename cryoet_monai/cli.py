@@ -196,6 +196,28 @@ def cmd_manifest(args, _):
         print(f"wrote {budget_manifest(args.manifest, args.out, fraction=fraction, shots=args.shots, seed=args.seed)}")
 
 
+def cmd_batch(args, extra):
+    from cryoet_monai.batch import BatchPicker, parse_shard
+
+    manifest = args.manifest or copick_batch_manifest(args.copick, Path(args.out), args.tomo_type, args.voxel_spacing)
+    split = args.split if args.manifest else "test"
+    picker = BatchPicker(args.bundle, manifest, args.out, split, args.config, parse_shard(args.shard), parse_overrides(extra), args.formats)
+    counts = picker.run()
+    print(f"batch: shard {picker.shard[0]}/{picker.shard[1]}: {counts}")
+    if counts["failed"]:
+        print(f"batch: {counts['failed']} tomogram(s) failed; see {Path(args.out) / 'failures.json'}", file=sys.stderr)
+
+
+def copick_batch_manifest(config, out: Path, tomo_type: str, voxel_spacing: float) -> Path:
+    """A manifest with every run of a copick project in the ``test`` split, for batch picking."""
+    from cryoet_monai.data.copick_project import manifest_from_copick
+    from cryoet_monai.data.manifest import load_manifest
+
+    manifest = load_manifest(manifest_from_copick(config, out / "copick_manifest.json", tomo_type=tomo_type, voxel_spacing=voxel_spacing), check_points=False)
+    manifest.splits = {"test": [item for items in manifest.splits.values() for item in items]}
+    return manifest.save(out / "copick_manifest.json")
+
+
 def cmd_demo(args, _):
     from cryoet_monai.demo import run_demo
 
@@ -271,6 +293,20 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_manifest)
 
+    p = sub.add_parser("batch", help="sharded, resumable picking of many tomograms with a bundle")
+    p.add_argument("bundle")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--manifest")
+    source.add_argument("--copick", help="copick config: pick every run of the project")
+    p.add_argument("--out", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--config", default="inference", help="the bundle's inference config")
+    p.add_argument("--shard", help="i/n: this worker's share (default: torchrun RANK/WORLD_SIZE, else all)")
+    p.add_argument("--formats", nargs="*", default=["star"], choices=["star", "copick"], help="merged outputs besides picks.csv")
+    p.add_argument("--tomo-type", default="wbp")
+    p.add_argument("--voxel-spacing", type=float, default=10.012)
+    p.set_defaults(func=cmd_batch, extra=True)
+
     p = sub.add_parser("demo", help="synthesise a small tomogram, pick it, score it, draw the overlay")
     p.add_argument("--out", default="demo_output")
     p.add_argument("--preset", default="tiny")
@@ -282,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _root_cause(err: BaseException) -> BaseException:
+def root_cause(err: BaseException) -> BaseException:
     seen = set()
     while (err.__cause__ or err.__context__) is not None and id(err) not in seen:
         seen.add(id(err))
@@ -305,7 +341,7 @@ def main(argv=None) -> int:
     except Exception as err:
         if debug:
             raise
-        cause = _root_cause(err)
+        cause = root_cause(err)
         message = str(cause) if cause is not err and str(cause) else str(err)
         print(f"error: {message.strip().splitlines()[-1] if len(message) > 2000 else message.strip()}", file=sys.stderr)
         print("(run with --debug for the full traceback)", file=sys.stderr)

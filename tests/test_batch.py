@@ -1,0 +1,94 @@
+"""Batch picking: kill half-way and resume (each tomogram exactly once), corrupt tomograms reported and skipped."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cryoet_monai.batch import BatchPicker, parse_shard
+from cryoet_monai.data.readers import write_mrc
+
+BLOB_BUNDLE = """
+imports: ["$import os", "$import json", "$import time", "$import cryoet_monai", "$import cryoet_monai.cli", "$import cryoet_monai.data.picks"]
+manifest: manifest.json
+split: test
+output_dir: out
+sleep: 0.0
+log: null
+item_id: "$json.load(open(@manifest))[@split][0]['id']"
+run:
+  - "$open(@log, 'a').write(@item_id + '\\\\n') if @log else None"
+  - "$time.sleep(@sleep)"
+  - "$cryoet_monai.data.picks.write_picks(cryoet_monai.cli.pick_with_blobs(@manifest, @split), os.path.join(@output_dir, 'picks.csv'))"
+"""
+
+
+@pytest.fixture
+def blob_bundle(tmp_path):
+    configs = tmp_path / "blob_bundle" / "configs"
+    configs.mkdir(parents=True)
+    (configs / "inference.yaml").write_text(BLOB_BUNDLE)
+    return configs.parent
+
+
+@pytest.fixture
+def noisy_manifest(make_manifest, tmp_path):
+    ids = [f"TS_{i}" for i in range(5)]
+    path = make_manifest({"test": [(i, [("ribosome", 100, 100, 100)], None) for i in ids]})
+    rng = np.random.default_rng(0)
+    for i in ids:
+        volume = rng.normal(size=(40, 50, 60)).astype(np.float32)
+        volume[5:15, 5:15, 5:15] += 3
+        write_mrc(tmp_path / "tomograms" / f"{i}.mrc", volume, 10.0)
+    return path, ids
+
+
+def test_shard_parsing(monkeypatch):
+    assert parse_shard("2/4") == (2, 4)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert parse_shard(None) == (1, 3)
+    with pytest.raises(ValueError, match="need 0 <= i < n"):
+        parse_shard("4/4")
+
+
+def test_kill_and_resume_picks_each_tomogram_once(blob_bundle, noisy_manifest, tmp_path):
+    manifest, ids = noisy_manifest
+    out, log = tmp_path / "batch", tmp_path / "calls.log"
+    cmd = [sys.executable, "-m", "cryoet_monai.cli", "batch", str(blob_bundle), "--manifest", str(manifest), "--out", str(out), "--formats", "--log", str(log)]
+    proc = subprocess.Popen(cmd + ["--sleep", "1.0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "items").glob("*.csv"))) < 2:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished_before = sorted(p.stem for p in (out / "items").glob("*.csv"))
+    assert 2 <= len(finished_before) < len(ids), "the batch should be interrupted half-way"
+    assert not (out / "picks.csv").exists()
+
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    calls = log.read_text().split()
+    for item_id in finished_before:
+        assert calls.count(item_id) == 1, f"{item_id} was picked again after it had finished"
+    merged = pd.read_csv(out / "picks.csv")
+    assert sorted(set(merged["experiment"])) == ids
+    per_item = sum(len(pd.read_csv(out / "items" / f"{i}.csv")) for i in ids)
+    assert len(merged) == per_item
+    assert not [p for p in (out / "items").iterdir() if p.name.startswith(".")], "temporary work left behind"
+
+
+def test_corrupt_tomogram_is_reported_and_skipped(blob_bundle, noisy_manifest, tmp_path):
+    manifest, ids = noisy_manifest
+    broken = tmp_path / "tomograms" / "TS_2.mrc"
+    broken.write_bytes(broken.read_bytes()[:3000])
+    counts = BatchPicker(str(blob_bundle), manifest, tmp_path / "batch", formats=()).run()
+    assert counts == {"done": 4, "skipped": 0, "failed": 1, "pending": 0}
+    failures = json.loads((tmp_path / "batch" / "failures.json").read_text())
+    assert [f["id"] for f in failures] == ["TS_2"] and "truncated MRC" in failures[0]["error"]
+    assert sorted(set(pd.read_csv(tmp_path / "batch" / "picks.csv")["experiment"])) == [i for i in ids if i != "TS_2"]
