@@ -140,10 +140,11 @@ class BatchPicker:
         with atomic_path(self.out / "failures.json") as tmp:
             tmp.write_text(json.dumps(failures, indent=2) + "\n")
         if "star" in self.formats:
-            from cryoet_monai.data.readers import image_info
+            from cryoet_monai.data.star import star_geometry
 
-            shapes = {it.id: image_info(it.image)[0] for it in self.items if self.result_path(it.id).is_file()}
-            write_picks(merged, self.out / "picks.star", voxel_size=self.manifest.voxel_size, shapes=shapes)
+            picked = Manifest(self.manifest.name, 3, self.manifest.voxel_size, self.manifest.classes)
+            picked.splits["test"] = [it for it in self.items if self.result_path(it.id).is_file()]
+            write_picks(merged, self.out / "picks.star", **star_geometry(picked, "test"))
         if "copick" in self.formats:
             from cryoet_monai.data.copick_io import write_copick_overlay
 

@@ -116,7 +116,12 @@ def cmd_evaluate(args, _):
     from cryoet_monai.metrics import format_score_table, score_picks
 
     manifest = load_manifest(args.manifest)
-    result = score_picks(read_picks(args.pred, ndim=manifest.ndim), manifest, args.split)
+    geometry = {}
+    if str(args.pred).lower().endswith(".star") and manifest.ndim == 3:
+        from cryoet_monai.data.star import star_geometry
+
+        geometry = star_geometry(manifest, args.split)
+    result = score_picks(read_picks(args.pred, ndim=manifest.ndim, **geometry), manifest, args.split)
     print(json.dumps(result, indent=2) if args.json else format_score_table(result, manifest))
 
 

@@ -87,8 +87,9 @@ def test_corrupt_tomogram_is_reported_and_skipped(blob_bundle, noisy_manifest, t
     manifest, ids = noisy_manifest
     broken = tmp_path / "tomograms" / "TS_2.mrc"
     broken.write_bytes(broken.read_bytes()[:3000])
-    counts = BatchPicker(str(blob_bundle), manifest, tmp_path / "batch", formats=()).run()
+    counts = BatchPicker(str(blob_bundle), manifest, tmp_path / "batch", formats=("star",)).run()
     assert counts == {"done": 4, "skipped": 0, "failed": 1, "pending": 0}
     failures = json.loads((tmp_path / "batch" / "failures.json").read_text())
     assert [f["id"] for f in failures] == ["TS_2"] and "truncated MRC" in failures[0]["error"]
     assert sorted(set(pd.read_csv(tmp_path / "batch" / "picks.csv")["experiment"])) == [i for i in ids if i != "TS_2"]
+    assert (tmp_path / "batch" / "picks.star").stat().st_size > 0

@@ -44,3 +44,11 @@ def test_view_writes_overlay_png(make_manifest, tmp_path):
 def test_parse_overrides_keeps_paths_as_strings():
     got = parse_overrides(["--manifest", "1.json", "--epochs", "3", "--lr=1e-3", "--roi_size", "[32, 64, 64]", "--output_dir", "007"])
     assert got == {"manifest": "1.json", "epochs": 3, "lr": 1e-3, "roi_size": [32, 64, 64], "output_dir": "007"}
+
+
+def test_evaluate_reads_relion5_star_with_the_manifest_geometry(make_manifest, tmp_path, capsys):
+    manifest = make_manifest({"test": [("TS_1", [("ribosome", 100, 100, 100)], None)]})
+    pred = make_picks("TS_1", "ribosome", np.array([[110.0, 100, 100]]))
+    star = write_picks(pred, tmp_path / "pred.star", voxel_size=10.0, shapes={"TS_1": (40, 50, 60)})
+    assert main(["evaluate", "--manifest", str(manifest), "--pred", str(star), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"]["ribosome"]["tp"] == 1

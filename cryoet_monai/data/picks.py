@@ -110,7 +110,8 @@ def read_picks(path, ndim: int | None = None, **kwargs) -> pd.DataFrame:
     Args:
         path: the file.
         ndim: expected dimensionality (checked when given).
-        kwargs: passed to the STAR or copick reader (e.g. ``voxel_size``, ``shape_zyx``).
+        kwargs: passed to the STAR or copick reader (e.g. ``voxel_size`` and ``shapes``; see
+            :func:`cryoet_monai.data.star.star_geometry`).
     """
     path = Path(path)
     if not path.is_file():
