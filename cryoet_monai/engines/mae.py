@@ -1,0 +1,94 @@
+"""CryoMAE pre-training as a MONAI ``SupervisedTrainer``: masked reconstruction + self-cross similarity.
+
+Each iteration takes a batch of random windows of the training image (``image``) and the exemplar
+windows of an :class:`~cryoet_monai.inference.exemplar.ExemplarSet`:
+
+* reconstruction: the MAE loss of the random windows (75 % of patches masked, pixel MSE of the
+  masked patches, :meth:`~cryoet_monai.networks.mae.CryoMAE.reconstruction_loss`);
+* self-cross similarity: the unmasked encoder embeds the exemplar windows (each in a random flip /
+  90° rotation; the exemplar token is the middle one) and ``unlabeled_tokens`` randomly chosen tokens
+  of the random windows (unlabeled regions); :class:`~cryoet_monai.losses.self_cross.SelfCrossSimilarityLoss`
+  pulls the former together and pushes the latter away from them, PU-weighted.
+
+    loss = reconstruction + self_cross_weight · self_cross
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from monai.engines import SupervisedTrainer
+from monai.utils import CommonKeys as Keys
+
+from cryoet_monai.inference.exemplar import ExemplarSet
+
+
+class CryoMAETrainer(SupervisedTrainer):
+    """``SupervisedTrainer`` whose iteration is one CryoMAE pre-training step.
+
+    Args:
+        device: where the network runs.
+        max_epochs: epochs over ``train_data_loader``.
+        train_data_loader: batches with ``image``: random windows ``(B, C, *img_size)`` of the training image.
+        network: a :class:`~cryoet_monai.networks.mae.CryoMAE`.
+        optimizer: its optimizer.
+        exemplars: the exemplar windows.
+        self_cross_loss: ``loss(exemplar_embeddings, unlabeled_embeddings)``.
+        self_cross_weight: λ, the weight of the self-cross similarity loss.
+        unlabeled_tokens: tokens of the random windows used as unlabeled embeddings per iteration.
+        kwargs: any other ``SupervisedTrainer`` argument (epoch_length, train_handlers, ...).
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        network: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        exemplars: ExemplarSet,
+        self_cross_loss: Callable,
+        self_cross_weight: float = 1.0,
+        unlabeled_tokens: int = 256,
+        **kwargs,
+    ):
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            train_data_loader=train_data_loader,
+            network=network,
+            optimizer=optimizer,
+            loss_function=self_cross_loss,
+            **kwargs,
+        )
+        self.exemplars = exemplars
+        self.self_cross_weight = float(self_cross_weight)
+        self.unlabeled_tokens = int(unlabeled_tokens)
+
+    def _iteration(self, engine: CryoMAETrainer, batchdata: dict) -> dict:
+        """One optimisation step on ``reconstruction + λ · self_cross``."""
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        inputs = torch.as_tensor(batchdata[Keys.IMAGE]).to(engine.state.device).float()
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        reconstruction = engine.network.reconstruction_loss(inputs)
+        loss = reconstruction
+        self_cross = torch.zeros(())
+        if engine.self_cross_weight > 0:
+            exemplar_embeddings = engine.exemplars.embeddings(engine.network, views=True)
+            tokens = engine.network.encode(inputs)
+            tokens = tokens.flatten(2).transpose(1, 2).reshape(-1, tokens.shape[1])
+            chosen = torch.randperm(len(tokens), device=tokens.device)[: engine.unlabeled_tokens]
+            self_cross = engine.loss_function(exemplar_embeddings, tokens[chosen])
+            loss = loss + engine.self_cross_weight * self_cross
+        loss.backward()
+        engine.optimizer.step()
+        engine.state.output = {
+            Keys.IMAGE: inputs,
+            Keys.LOSS: loss.detach(),
+            "reconstruction_loss": reconstruction.detach(),
+            "self_cross_loss": self_cross.detach(),
+        }
+        return engine.state.output

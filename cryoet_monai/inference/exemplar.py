@@ -1,0 +1,369 @@
+"""Exemplar matching: dense ViT token similarity to a few annotated particles, then peaks above a
+density-based threshold.
+
+Positions. A ViT token summarises one ``patch``-sized cell; its position is the cell's centre
+(pixel-centre convention, see :mod:`cryoet_monai.transforms.rescale`). :func:`similarity_map` encodes
+the image in windows of the network's ``img_size`` whose origins are shifted by every multiple of
+``stride`` below the patch size, so token centres fall on a grid of spacing ``stride`` starting at
+``-0.5`` (the image edge): grid index ``g`` is at pixel ``g · stride − 0.5`` on every axis. The
+image is padded with zeros (its mean after intensity normalisation) where windows reach past it.
+
+Exemplars. :class:`ExemplarSet` cuts one window per annotated particle, placed so the particle lies
+at the centre of the window's middle token (windows of an odd number of patches are symmetric, so
+flips and 90° rotations keep that token in place); the exemplar embedding is that token.
+
+Similarity. Each token's cosine similarity to the exemplar embeddings is reduced over the exemplars
+with ``mean`` (default: an average of many weak matches is steadier than one), ``max`` (best single
+match: for heterogeneous views) or ``prototype`` (cosine to the normalised mean embedding).
+
+Threshold (density-based, :func:`density_threshold`). Candidate picks are the local maxima of the
+similarity map at least ``nms_radius_scale × radius`` apart. Their scores mix two populations,
+particles (high) and background maxima (low). ``otsu`` picks the cut that maximises the between-class
+variance of the score histogram (Otsu 1979); ``valley`` the lowest point of a Gaussian kernel-density
+estimate of the scores between its two highest modes (falls back to Otsu for a unimodal density).
+A number instead of a method name is used as a fixed similarity threshold.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Transform
+from scipy import ndimage
+
+from cryoet_monai.data.picks import coord_columns, item_column, make_picks, read_picks
+from cryoet_monai.inference.peaks import find_peaks
+from cryoet_monai.transforms.rescale import to_original, to_rescaled
+
+REDUCTIONS = ("mean", "max", "prototype")
+THRESHOLD_METHODS = ("otsu", "valley")
+
+
+def select_exemplars(picks, item_id: str, num: int, seed: int = 0, margin: float = 0.0, image_shape=None) -> pd.DataFrame:
+    """A reproducible random choice of ``num`` exemplars among the picks of one micrograph / tomogram.
+
+    Args:
+        picks: a picks table or a picks file (CSV, STAR, copick JSON).
+        item_id: the micrograph / tomogram whose picks are drawn from.
+        num: how many exemplars (all picks when fewer exist).
+        seed: seed of the random choice.
+        margin: keep only picks at least this far (same units as the picks) from the image border
+            (needs ``image_shape``, array order, in the same units).
+        image_shape: extent of the image for ``margin``.
+    """
+    table = read_picks(picks) if not isinstance(picks, pd.DataFrame) else picks
+    ndim = len([c for c in ("x", "y", "z") if c in table.columns])
+    table = table[table[item_column(ndim)].astype(str) == str(item_id)]
+    if margin > 0 and image_shape is not None:
+        coords = table[coord_columns(ndim)].to_numpy(float)
+        extent = np.asarray(image_shape, dtype=float)[::-1]
+        table = table[np.all((coords >= margin) & (coords <= extent - 1 - margin), axis=1)]
+    if len(table) == 0:
+        raise ValueError(f"no picks of '{item_id}' to choose exemplars from")
+    rows = np.random.default_rng(seed).choice(len(table), size=min(num, len(table)), replace=False)
+    return table.iloc[np.sort(rows)].reset_index(drop=True)
+
+
+def token_centre_offset(window: Sequence[int], patch: Sequence[int]) -> np.ndarray:
+    """Pixel position (array order) of the centre of the middle token inside a window."""
+    window, patch = np.asarray(window), np.asarray(patch)
+    return (window // patch // 2) * patch + (patch - 1) / 2.0
+
+
+def crop_windows(image: torch.Tensor, centres: np.ndarray, window: Sequence[int], patch: Sequence[int]) -> torch.Tensor:
+    """Windows ``(N, C, *window)`` of a channel-first image whose middle token is centred on each point.
+
+    Args:
+        image: ``(C, *spatial)``.
+        centres: ``(N, d)`` positions in array order (``[z,] y, x``), pixels of ``image``.
+        window: window size (the network's ``img_size``).
+        patch: the network's patch size.
+    """
+    window = tuple(int(w) for w in window)
+    starts = np.rint(np.asarray(centres, dtype=float) - token_centre_offset(window, patch)).astype(int)
+    pad = max(window)
+    padded = F.pad(image, [pad] * (2 * len(window)))
+    crops = []
+    for start in starts:
+        index = tuple(slice(s + pad, s + pad + w) for s, w in zip(start, window))
+        crops.append(padded[(slice(None),) + index])
+    return torch.stack(crops) if crops else image.new_zeros((0, image.shape[0], *window))
+
+
+def centre_tokens(encoded: torch.Tensor) -> torch.Tensor:
+    """``(N, D, *grid)`` token maps → ``(N, D)`` embeddings of the middle token."""
+    index = tuple(g // 2 for g in encoded.shape[2:])
+    return encoded[(slice(None), slice(None)) + index]
+
+
+class ExemplarSet:
+    """The exemplar windows of one training image: what pre-training pulls together and picking matches.
+
+    Args:
+        image: the preprocessed (normalised, rescaled) channel-first image ``(C, *spatial)``.
+        exemplars: picks table of the exemplars (2D: pixels of the ORIGINAL image; 3D: Å).
+        original_shape: spatial shape (array order) of the original image.
+        window: the network's ``img_size``.
+        patch: the network's patch size.
+        voxel_size: Å per voxel of the original tomogram (3D picks are in Å); 1 for micrographs.
+    """
+
+    def __init__(self, image, exemplars: pd.DataFrame, original_shape: Sequence[int], window, patch, voxel_size: float = 1.0) -> None:
+        image = torch.as_tensor(image, dtype=torch.float32)
+        ndim = image.ndim - 1
+        self.window = tuple(int(w) for w in np.broadcast_to(window, (ndim,)))
+        self.patch = tuple(int(p) for p in np.broadcast_to(patch, (ndim,)))
+        if len(exemplars) < 2:
+            raise ValueError(f"need at least 2 exemplars, got {len(exemplars)}")
+        coords = exemplars[coord_columns(ndim)].to_numpy(float) / (voxel_size if ndim == 3 else 1.0)
+        centres_xy = to_rescaled(coords, tuple(original_shape), tuple(image.shape[1:]))
+        self.windows = crop_windows(image, centres_xy[:, ::-1], self.window, self.patch)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def embeddings(self, network, views: bool = False) -> torch.Tensor:
+        """``(E, D)`` middle-token embeddings; with ``views`` each window first gets a random flip / 90° rotation."""
+        windows = self.windows.to(next(network.parameters()).device)
+        if views:
+            windows = torch.stack([random_dihedral(w) for w in windows])
+        return centre_tokens(network.encode(windows))
+
+
+def random_dihedral(window: torch.Tensor) -> torch.Tensor:
+    """A random 90° rotation in the last two axes and random flips of every spatial axis of ``(C, *spatial)``."""
+    spatial = list(range(1, window.ndim))
+    out = torch.rot90(window, int(torch.randint(4, ())), dims=spatial[-2:])
+    flips = [a for a in spatial if bool(torch.randint(2, ()))]
+    return torch.flip(out, flips) if flips else out
+
+
+def similarity_grid_shape(spatial: Sequence[int], stride: int) -> tuple[int, ...]:
+    """Size of the similarity grid of an image: token centres ``g · stride − 0.5`` up to the far edge."""
+    return tuple(int(n // stride) + 1 for n in spatial)
+
+
+def grid_to_pixels(grid_index: np.ndarray, stride: int) -> np.ndarray:
+    """Similarity-grid indices → pixel positions of the (rescaled) image."""
+    return np.asarray(grid_index, dtype=float) * stride - 0.5
+
+
+@torch.no_grad()
+def similarity_map(network, image: torch.Tensor, exemplar_embeddings: torch.Tensor, stride: int = 4, reduction: str = "mean", batch_size: int = 16) -> torch.Tensor:
+    """Cosine similarity of every token position to the exemplars, on a grid of spacing ``stride``.
+
+    Args:
+        network: a :class:`~cryoet_monai.networks.mae.CryoMAE` (``encode``, ``img_size``, ``patch_size``).
+        image: preprocessed channel-first image ``(C, *spatial)``.
+        exemplar_embeddings: ``(E, D)``.
+        stride: grid spacing in pixels; must divide the patch size.
+        reduction: ``mean``, ``max`` or ``prototype`` over the exemplars.
+        batch_size: windows encoded at once.
+
+    Returns:
+        ``(*grid)`` similarities in [-1, 1]; index ``g`` is at pixel ``g · stride − 0.5`` (see :func:`grid_to_pixels`).
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    patch, window = tuple(network.patch_size), tuple(network.img_size)
+    if any(p % stride for p in patch):
+        raise ValueError(f"stride {stride} must divide the patch size {patch}")
+    device = next(network.parameters()).device
+    spatial = tuple(image.shape[1:])
+    targets = F.normalize(exemplar_embeddings.to(device), dim=-1)
+    if reduction == "prototype":
+        targets = F.normalize(targets.mean(dim=0, keepdim=True), dim=-1)
+    shifts = [p // stride for p in patch]
+    grid = similarity_grid_shape(spatial, stride)
+    tokens_per_axis = [math.ceil(g / s) for g, s in zip(grid, shifts)]
+    windows_per_axis = [math.ceil(t / (w // p)) for t, w, p in zip(tokens_per_axis, window, patch)]
+    # padding p // 2 in front puts the centre of every token at image pixel (multiple of stride) − 0.5
+    lead = [p // 2 for p in patch]
+    tail = [n_w * w + p - n - l for n_w, w, p, n, l in zip(windows_per_axis, window, patch, spatial, lead)]
+    padding = [v for l, t in zip(lead[::-1], tail[::-1]) for v in (l, max(t, 0))]
+    padded = F.pad(image.float()[None], padding)[0].to(device)
+    fine = torch.full([n_w * (w // p) * s for n_w, w, p, s in zip(windows_per_axis, window, patch, shifts)], float("nan"), device=device)
+    for shift in itertools.product(*[range(s) for s in shifts]):
+        starts = list(itertools.product(*[range(n) for n in windows_per_axis]))
+        for chunk in range(0, len(starts), batch_size):
+            block = starts[chunk : chunk + batch_size]
+            crops = torch.stack(
+                [padded[(slice(None),) + tuple(slice(k * stride + i * w, k * stride + (i + 1) * w) for k, i, w in zip(shift, st, window))] for st in block]
+            )
+            tokens = F.normalize(network.encode(crops), dim=1)
+            sims = torch.einsum("bd...,ed->be...", tokens, targets)
+            sims = sims.mean(dim=1) if reduction == "mean" else sims.max(dim=1).values
+            for st, sim in zip(block, sims):
+                index = tuple(
+                    slice(k + i * (w // p) * s, k + (i + 1) * (w // p) * s, s)
+                    for k, i, w, p, s in zip(shift, st, window, patch, shifts)
+                )
+                fine[index] = sim
+    return fine[tuple(slice(0, g) for g in grid)]
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
+    """Otsu's threshold of a 1D sample: the cut maximising the between-class variance of its histogram."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2 or np.ptp(values) == 0:
+        return float(values.min()) if len(values) else 0.0
+    counts, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight_low = np.cumsum(counts)
+    weight_high = weight_low[-1] - weight_low
+    sum_low = np.cumsum(counts * centres)
+    mean_low = sum_low / np.maximum(weight_low, 1)
+    mean_high = (sum_low[-1] - sum_low) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(edges[int(np.argmax(between[:-1])) + 1])
+
+
+def valley_threshold(values: np.ndarray, bandwidth: float | None = None, points: int = 512) -> float:
+    """Lowest point of a Gaussian KDE between its two highest modes (Otsu when there is one mode).
+
+    Args:
+        values: the 1D sample.
+        bandwidth: KDE σ; Silverman's rule when None.
+        points: evaluation points of the density.
+    """
+    values = np.asarray(values, dtype=float)
+    if len(values) < 3 or np.ptp(values) == 0:
+        return otsu_threshold(values)
+    sigma = bandwidth or 1.06 * values.std() * len(values) ** (-0.2)
+    axis = np.linspace(values.min(), values.max(), points)
+    step = axis[1] - axis[0]
+    counts = np.histogram(values, bins=points, range=(axis[0] - step / 2, axis[-1] + step / 2))[0].astype(float)
+    density = ndimage.gaussian_filter1d(counts, sigma / step, mode="constant")
+    maxima = [i for i in range(1, points - 1) if density[i] >= density[i - 1] and density[i] > density[i + 1]]
+    if len(maxima) < 2:
+        return otsu_threshold(values)
+    low, high = sorted(sorted(maxima, key=lambda i: density[i])[-2:])
+    return float(axis[low + int(np.argmin(density[low : high + 1]))])
+
+
+def density_threshold(scores: np.ndarray, method: str | float = "otsu") -> float:
+    """Threshold of candidate scores: ``otsu``, ``valley`` or a fixed number (see the module docstring)."""
+    if not isinstance(method, str):
+        return float(method)
+    if method == "otsu":
+        return otsu_threshold(scores)
+    if method == "valley":
+        return valley_threshold(scores)
+    raise ValueError(f"threshold must be a number or one of {THRESHOLD_METHODS}, got {method!r}")
+
+
+class SimilarityToPicks(Transform):
+    """Similarity grid of one rescaled image → picks table in pixels (voxels) of the ORIGINAL image.
+
+    Args:
+        class_name: particle class written into the table.
+        radius: particle radius in original pixels (voxels).
+        stride: grid spacing of the similarity map in rescaled pixels.
+        threshold: ``otsu``, ``valley`` or a fixed similarity (see :func:`density_threshold`).
+        nms_radius_scale: picks are at least ``nms_radius_scale × radius`` apart.
+        voxel_size: multiplies 3D positions (Å in the picks table); 2D picks stay in pixels.
+    """
+
+    def __init__(self, class_name: str, radius: float, stride: int, threshold: str | float = "otsu", nms_radius_scale: float = 1.0, voxel_size: float = 1.0) -> None:
+        self.class_name = str(class_name)
+        self.radius = float(radius)
+        self.stride = int(stride)
+        self.threshold = threshold
+        self.nms_radius_scale = float(nms_radius_scale)
+        self.voxel_size = float(voxel_size)
+
+    def __call__(self, similarity: torch.Tensor, item_id: str, original_shape: Sequence[int], rescaled_shape: Sequence[int]) -> pd.DataFrame:
+        """
+        Args:
+            similarity: the ``(*grid)`` map (a leading channel of size 1 is accepted).
+            item_id: micrograph / tomogram id.
+            original_shape: spatial shape of the original image.
+            rescaled_shape: spatial shape of the image the map was computed on.
+        """
+        sim = torch.as_tensor(similarity).float().cpu()
+        ndim = len(original_shape)
+        sim = sim.reshape(sim.shape[-ndim:])
+        scale = rescaled_shape[-1] / original_shape[-1]
+        min_distance = self.nms_radius_scale * self.radius * scale / self.stride
+        heatmap = sim[None, None] if ndim == 2 else sim[None]
+        points, _, scores = find_peaks(heatmap, min_distance=min_distance, thresholds=-1.0, smoothing=0.0)
+        points, scores = points.numpy()[:, 3 - ndim :], scores.numpy()
+        keep = scores >= density_threshold(scores, self.threshold) if len(scores) else np.zeros(0, dtype=bool)
+        centres_xy = to_original(grid_to_pixels(points[keep], self.stride)[:, ::-1], original_shape, rescaled_shape)
+        inside = np.all((centres_xy >= -0.5) & (centres_xy <= np.asarray(original_shape)[::-1] - 0.5), axis=1)
+        units = 1.0 if ndim == 2 else self.voxel_size
+        return make_picks(item_id, self.class_name, centres_xy[inside] * units, scores[keep][inside], ndim=ndim)
+
+
+class SimilarityToPicksd(MapTransform):
+    """Dictionary version of :class:`SimilarityToPicks` for a bundle's post-processing.
+
+    Args:
+        keys: the similarity map key (one key).
+        class_name: see :class:`SimilarityToPicks`.
+        radius: see :class:`SimilarityToPicks`.
+        stride: see :class:`SimilarityToPicks`.
+        threshold: see :class:`SimilarityToPicks`.
+        nms_radius_scale: see :class:`SimilarityToPicks`.
+        voxel_size: see :class:`SimilarityToPicks`.
+        image_key: the image key whose ``_original_shape`` / ``_rescaled_shape`` :class:`~cryoet_monai.transforms.rescale.Rescaled` recorded.
+        id_key: key of the micrograph / tomogram id.
+        picks_key: where the picks table is stored.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        class_name: str,
+        radius: float,
+        stride: int,
+        threshold: str | float = "otsu",
+        nms_radius_scale: float = 1.0,
+        voxel_size: float = 1.0,
+        image_key: str = "image",
+        id_key: str = "id",
+        picks_key: str = "pred_picks",
+    ) -> None:
+        super().__init__(keys)
+        self.to_picks = SimilarityToPicks(class_name, radius, stride, threshold, nms_radius_scale, voxel_size)
+        self.image_key, self.id_key, self.picks_key = image_key, id_key, picks_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        original = _shape(d[f"{self.image_key}_original_shape"])
+        rescaled = _shape(d[f"{self.image_key}_rescaled_shape"])
+        for key in self.key_iterator(d):
+            d[self.picks_key] = self.to_picks(d[key], str(d[self.id_key]), original, rescaled)
+        return d
+
+
+def _shape(value) -> tuple[int, ...]:
+    return tuple(int(v) for v in np.asarray([np.asarray(v).reshape(-1)[0] for v in value]).reshape(-1))
+
+
+class ExemplarSimilarityInferer:
+    """Inferer for a MONAI evaluator: a batch of one preprocessed image → its ``(1, 1, *grid)`` similarity map.
+
+    Args:
+        exemplars: the :class:`ExemplarSet` to match.
+        stride: grid spacing in pixels (divides the patch size).
+        reduction: ``mean``, ``max`` or ``prototype``.
+        batch_size: windows encoded at once.
+    """
+
+    def __init__(self, exemplars: ExemplarSet, stride: int = 4, reduction: str = "mean", batch_size: int = 16) -> None:
+        self.exemplars, self.stride, self.reduction, self.batch_size = exemplars, int(stride), reduction, int(batch_size)
+
+    @torch.no_grad()
+    def __call__(self, inputs: torch.Tensor, network) -> torch.Tensor:
+        network.eval()
+        embeddings = self.exemplars.embeddings(network)
+        maps = [similarity_map(network, image, embeddings, self.stride, self.reduction, self.batch_size) for image in inputs]
+        return torch.stack(maps)[:, None]

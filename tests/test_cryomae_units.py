@@ -1,0 +1,162 @@
+"""CryoMAE building blocks: exact rescaling of coordinates, the self-cross loss, dense similarity geometry."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cryoet_monai.data.picks import make_picks
+from cryoet_monai.inference.exemplar import (
+    ExemplarSet,
+    SimilarityToPicks,
+    density_threshold,
+    grid_to_pixels,
+    otsu_threshold,
+    select_exemplars,
+    similarity_map,
+    valley_threshold,
+)
+from cryoet_monai.losses.self_cross import SelfCrossSimilarityLoss
+from cryoet_monai.networks.mae import CryoMAE
+from cryoet_monai.transforms.rescale import Rescale, Rescaled, rescale_factor, rescaled_shape, to_original, to_rescaled
+
+
+def tiny_mae(img_size=(48, 48), spatial_dims=2, hidden=24):
+    return CryoMAE(1, img_size, 16, hidden_size=hidden, mlp_dim=32, num_layers=1, num_heads=2, decoder_hidden_size=12,
+                   decoder_mlp_dim=16, decoder_num_layers=1, decoder_num_heads=2, spatial_dims=spatial_dims)
+
+
+def test_rescale_maps_coordinates_back_exactly():
+    rng = np.random.default_rng(0)
+    in_shape, factor = (4096, 3710), 12 / 54
+    out_shape = rescaled_shape(in_shape, factor)
+    points = rng.uniform(-0.5, 3000, size=(100, 2))
+    np.testing.assert_allclose(to_original(to_rescaled(points, in_shape, out_shape), in_shape, out_shape), points, atol=1e-9)
+    # the image edges map onto the image edges (pixel-centre convention)
+    edges = np.array([[-0.5, -0.5], [in_shape[1] - 0.5, in_shape[0] - 0.5]])
+    np.testing.assert_allclose(to_rescaled(edges, in_shape, out_shape), [[-0.5, -0.5], [out_shape[1] - 0.5, out_shape[0] - 0.5]])
+
+
+def test_rescale_moves_a_bright_spot_to_the_mapped_position():
+    image = torch.zeros(1, 400, 300)
+    yy, xx = torch.meshgrid(torch.arange(400.0), torch.arange(300.0), indexing="ij")
+    x0, y0 = 123.0, 251.0
+    image[0] = torch.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * 6.0**2))
+    d = Rescaled("image", factor=0.25)({"image": image})
+    small = d["image"][0]
+    assert d["image_original_shape"] == (400, 300) and d["image_rescaled_shape"] == tuple(small.shape) == (100, 75)
+    w = small.clamp_min(0) ** 4
+    gy, gx = torch.meshgrid(torch.arange(100.0), torch.arange(75.0), indexing="ij")
+    centroid = np.array([[(w * gx).sum() / w.sum(), (w * gy).sum() / w.sum()]])
+    back = to_original(centroid, (400, 300), (100, 75))[0]
+    assert np.hypot(*(back - [x0, y0])) < 1.0
+
+
+def test_rescale_factor_and_errors():
+    assert rescale_factor(54, 12) == pytest.approx(12 / 54)
+    assert rescale_factor(5, 12) == 1.0 and rescale_factor(5, 12, allow_upsampling=True) == pytest.approx(2.4)
+    with pytest.raises(ValueError):
+        rescale_factor(0, 12)
+    with pytest.raises(ValueError):
+        Rescale(1.0)(torch.zeros(4, 4))
+    volume = Rescale(0.5)(torch.randn(1, 8, 16, 16))
+    assert volume.shape == (1, 4, 8, 8)
+
+
+def test_self_cross_loss_orders_similarities_after_a_few_steps():
+    torch.manual_seed(0)
+    # toy set: exemplars share a direction plus noise; unlabeled = 80 % background + 20 % hidden particles
+    base = torch.randn(16)
+    particles = base + 2.0 * torch.randn(40, 16)
+    background = torch.randn(60, 16) * 2.0
+    encoder = torch.nn.Linear(16, 8)
+    exemplars, unlabeled = particles[:10], torch.cat([particles[10:25], background])
+    loss_fn = SelfCrossSimilarityLoss(class_prior=0.2, temperature=0.2)
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=0.05)
+
+    def similarities():
+        with torch.no_grad():
+            e = torch.nn.functional.normalize(encoder(exemplars), dim=-1)
+            u = torch.nn.functional.normalize(encoder(background), dim=-1)
+            ee = (e @ e.T)[~torch.eye(len(e), dtype=bool)].mean()
+            return float(ee), float((e @ u.T).mean())
+
+    before = similarities()
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss = loss_fn(encoder(exemplars), encoder(unlabeled))
+        loss.backward()
+        optimizer.step()
+    ee, eu = similarities()
+    assert ee > eu + 0.3
+    assert ee - eu > before[0] - before[1]
+    # the hidden particles in the unlabeled set stay closer to the exemplars than background does
+    with torch.no_grad():
+        proto = torch.nn.functional.normalize(encoder(exemplars).mean(0), dim=0)
+        hidden = torch.nn.functional.normalize(encoder(particles[25:]), dim=-1) @ proto
+        bg = torch.nn.functional.normalize(encoder(background), dim=-1) @ proto
+    assert hidden.mean() > bg.mean()
+
+
+def test_self_cross_loss_arguments():
+    with pytest.raises(ValueError):
+        SelfCrossSimilarityLoss(class_prior=1.0)
+    with pytest.raises(ValueError):
+        SelfCrossSimilarityLoss()(torch.randn(1, 4), torch.randn(3, 4))
+
+
+def test_mae_encoder_grid_and_reconstruction_loss():
+    net = tiny_mae()
+    x = torch.randn(2, 1, 48, 48)
+    assert net.encode(x).shape == (2, 24, 3, 3)
+    assert torch.isfinite(net.reconstruction_loss(x))
+    with pytest.raises(ValueError):
+        net.encode(torch.randn(1, 1, 32, 32))
+    net3d = tiny_mae((32, 32, 32), 3, hidden=24)
+    assert net3d.encode(torch.randn(1, 1, 32, 32, 32)).shape == (1, 24, 2, 2, 2)
+
+
+def test_similarity_map_positions_follow_the_token_centres():
+    """With a purely local encoder (no attention, no position embedding) a token's similarity to an
+    exemplar cut at a point is exactly 1 at that point's grid position ``g · stride − 0.5``."""
+    torch.manual_seed(0)
+    net = CryoMAE(1, (48, 48), 16, hidden_size=24, mlp_dim=32, num_layers=0, num_heads=2, pos_embed_type="none",
+                  decoder_hidden_size=12, decoder_mlp_dim=16, decoder_num_layers=1, decoder_num_heads=2, spatial_dims=2).eval()
+    image = torch.randn(1, 70, 90)
+    point = make_picks("m", "p", [[35.5, 27.5]], ndim=2)  # x = 9 · 4 − 0.5, y = 7 · 4 − 0.5
+    exemplars = ExemplarSet(image, pd.concat([point, point]), (70, 90), (48, 48), 16)
+    sim = similarity_map(net, image, exemplars.embeddings(net)[:1], stride=4)
+    assert sim.shape == (70 // 4 + 1, 90 // 4 + 1)
+    assert not torch.isnan(sim).any()
+    assert float(sim[7, 9]) == pytest.approx(1.0, abs=1e-5)
+    assert float(sim.max()) == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(grid_to_pixels(np.array([7, 9]), 4), [27.5, 35.5])
+
+
+def test_density_thresholds_split_two_populations():
+    rng = np.random.default_rng(0)
+    scores = np.concatenate([rng.normal(0.2, 0.05, 400), rng.normal(0.7, 0.05, 100)])
+    for t in (otsu_threshold(scores), valley_threshold(scores)):
+        assert 0.35 < t < 0.6
+    assert density_threshold(scores, 0.5) == 0.5
+    with pytest.raises(ValueError):
+        density_threshold(scores, "kmeans")
+
+
+def test_similarity_to_picks_returns_original_pixels():
+    sim = torch.zeros(26, 26)
+    sim[10, 5] = 1.0  # grid (y=10, x=5) → rescaled pixel (x, y) = (19.5, 39.5)
+    sim[20, 20] = 0.9
+    picks = SimilarityToPicks("p", radius=20, stride=4, threshold=0.5)(sim, "m", (400, 400), (100, 100))
+    expected = to_original(np.array([[19.5, 39.5], [79.5, 79.5]]), (400, 400), (100, 100))
+    np.testing.assert_allclose(picks[["x", "y"]].to_numpy(), expected)
+    assert list(picks["micrograph"]) == ["m", "m"]
+
+
+def test_select_exemplars_is_reproducible_and_respects_the_margin():
+    picks = make_picks("a", "p", np.stack([np.arange(50) * 10.0, np.arange(50) * 10.0], 1), ndim=2)
+    one = select_exemplars(picks, "a", 15, seed=3, margin=40, image_shape=(500, 500))
+    assert len(one) == 15 and one.equals(select_exemplars(picks, "a", 15, seed=3, margin=40, image_shape=(500, 500)))
+    assert one["x"].between(40, 459).all()
+    with pytest.raises(ValueError):
+        select_exemplars(picks, "b", 3)
