@@ -68,7 +68,8 @@ def load_pretrained_encoder(network: BasicUNet, path: str | Path | None, key: st
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get(key, state)
     encoder = UNetEncoder(network)
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}: not an encoder of this U-Net (missing {missing[:3]}..., unexpected {unexpected[:3]}...)")
+    try:
+        encoder.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: not an encoder of this U-Net (were the features the same?): {err}") from err
     return network
