@@ -79,20 +79,56 @@ def config_files(bundle: str, config: str) -> list[str]:
     return [str(path)]
 
 
-def run_bundle(bundle: str, config: str, overrides: dict) -> None:
-    """Run a bundle config like ``python -m monai.bundle run``, after checking the manifest it names."""
+def run_bundle(bundle: str, config: str, overrides: dict, safe: bool = False) -> None:
+    """Run a bundle config like ``python -m monai.bundle run``, after checking the manifest it names.
+
+    Args:
+        bundle: bundle name or folder; its folder becomes ``bundle_root`` unless overridden.
+        config: config name or path.
+        overrides: ``{id: value}`` overrides.
+        safe: refuse configs that reach outside monai / torch / cryoet_monai (see ``config_safety``).
+    """
     from monai.bundle import run
 
+    files = config_files(bundle, config)
+    if safe:
+        from cryoet_monai.config_safety import audit_files
+
+        findings = audit_files(files)
+        if findings:
+            raise CommandError(
+                "refusing to run: the config executes code outside monai, torch and cryoet_monai:\n  "
+                + "\n  ".join(findings)
+                + "\nread these lines; if you trust them, run again without --safe"
+            )
     if "manifest" in overrides:
         from cryoet_monai.data.manifest import load_manifest
 
         load_manifest(overrides["manifest"])
-    files = config_files(bundle, config)
+    overrides = {"bundle_root": str(bundle_dir(bundle)) if not Path(config).is_file() else None, **overrides}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     run(config_file=files if len(files) > 1 else files[0], **overrides)
 
 
 def cmd_run(args, extra):
-    run_bundle(args.bundle, args.config, parse_overrides(extra))
+    run_bundle(args.bundle, args.config, parse_overrides(extra), safe=args.safe)
+
+
+def cmd_bundle(args, _):
+    from cryoet_monai.sharing import pack_bundle, verify_bundle
+
+    if args.bundle_command == "pack":
+        out = args.out or f"{Path(str(bundle_dir(args.bundle))).name}.zip"
+        print(f"wrote {pack_bundle(args.bundle, out)}")
+        return
+    problems, warnings = verify_bundle(args.path, check_network=not args.skip_network)
+    for line in warnings:
+        print(f"warning: {line}")
+    for line in problems:
+        print(f"problem: {line}")
+    if problems:
+        raise CommandError(f"{args.path}: {len(problems)} problem(s); do not run this bundle until they are resolved")
+    print(f"{args.path}: ok (metadata, checksums, config audit" + ("" if args.skip_network else ", network input/output") + ")")
 
 
 def cmd_synth(args, _):
@@ -237,7 +273,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a bundle config: cryoet-monai run <bundle> <config> [--key value ...]")
     p.add_argument("bundle", help="bundle name (semietpicker, sasi, cryomae) or bundle folder")
     p.add_argument("config", help="config name (train, inference, ...) or path")
+    p.add_argument("--safe", action="store_true", help="list code outside monai/torch/cryoet_monai in the config and refuse to run it")
     p.set_defaults(func=cmd_run, extra=True)
+
+    p = sub.add_parser("bundle", help="share bundles: pack into a zip with checksums, verify one received")
+    bsub = p.add_subparsers(dest="bundle_command", required=True)
+    b = bsub.add_parser("pack", help="zip configs, weights, docs and metadata (versions, SHA-256)")
+    b.add_argument("bundle")
+    b.add_argument("--out")
+    b = bsub.add_parser("verify", help="check metadata, versions, checksums, network shapes and the config audit")
+    b.add_argument("path", help="bundle zip or folder")
+    b.add_argument("--skip-network", action="store_true")
+    p.set_defaults(func=cmd_bundle)
 
     p = sub.add_parser("synth", help="write synthetic tomograms, picks and a manifest")
     p.add_argument("--out", required=True)

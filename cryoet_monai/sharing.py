@@ -1,0 +1,151 @@
+"""Portable bundles: pack a bundle into a zip with versions and SHA-256 checksums, verify one received.
+
+``pack_bundle`` writes ``configs/``, ``models/``, ``docs/`` and ``LICENSE`` into a zip whose
+``configs/metadata.json`` gains ``packed_with`` (library versions at packing time) and ``sha256`` (a
+checksum per file). ``verify_bundle`` checks a zip or folder: required metadata, versions against the
+installed ones, checksums, the network's input/output shapes (``monai.bundle.verify_net_in_out``) and
+the config audit of :mod:`cryoet_monai.config_safety`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import zipfile
+from pathlib import Path
+
+from cryoet_monai.bundles import bundle_dir
+from cryoet_monai.config_safety import audit_files
+from cryoet_monai.data.atomic import atomic_path
+
+PACKED_PARTS = ("configs", "models", "docs", "LICENSE")
+REQUIRED_METADATA = ("version", "changelog", "monai_version", "pytorch_version", "numpy_version", "network_data_format")
+
+
+def sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def installed_versions() -> dict[str, str]:
+    import monai
+    import numpy
+    import torch
+
+    import cryoet_monai
+
+    return {"monai": monai.__version__, "torch": torch.__version__, "numpy": numpy.__version__, "cryoet_monai": cryoet_monai.__version__}
+
+
+def bundle_files(root: Path) -> list[Path]:
+    """Files that travel with a bundle (relative paths), metadata excluded."""
+    files = []
+    for part in PACKED_PARTS:
+        path = root / part
+        candidates = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+        files += [p.relative_to(root) for p in candidates if "__pycache__" not in p.parts and not p.name.startswith(".")]
+    return [f for f in files if f.as_posix() != "configs/metadata.json"]
+
+
+def pack_bundle(bundle: str, out) -> Path:
+    """Zip a bundle with its checksums and packing versions in ``configs/metadata.json``.
+
+    Args:
+        bundle: bundle name or folder.
+        out: the zip to write (atomically).
+    """
+    root = bundle_dir(bundle)
+    metadata = json.loads((root / "configs" / "metadata.json").read_text())
+    files = bundle_files(root)
+    metadata["packed_with"] = installed_versions()
+    metadata["sha256"] = {f.as_posix(): sha256(root / f) for f in files}
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for f in files:
+                zf.write(root / f, f"{root.name}/{f.as_posix()}")
+            zf.writestr(f"{root.name}/configs/metadata.json", json.dumps(metadata, indent=2) + "\n")
+    return out
+
+
+def _major_minor(version: str) -> tuple[str, ...]:
+    return tuple(version.split("+")[0].split(".")[:2])
+
+
+def _check_network(root: Path, metadata: dict) -> list[str]:
+    """Network input/output shapes against the metadata, and the shipped weights against the network."""
+    import torch
+    from monai.bundle import ConfigParser, verify_net_in_out
+
+    config = root / "configs" / "inference.yaml"
+    if not config.is_file():
+        return [f"{config.relative_to(root)}: missing (needed to build the network)"]
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    channels = next(iter(metadata["network_data_format"]["outputs"].values())).get("num_channels")
+    derived = isinstance(parser.get("num_classes"), str)  # e.g. from the manifest a bundle is run with
+    overrides = {"num_classes": channels} if derived and channels else {}
+    try:
+        verify_net_in_out(net_id="network_def", meta_file=str(root / "configs" / "metadata.json"), config_file=str(config), device="cpu", **overrides)
+    except Exception as err:
+        return [f"network input/output check failed: {type(err).__name__}: {err}"]
+    weights = root / "models" / "model.pt"
+    if weights.is_file():
+        parser.update(overrides)
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            parser.get_parsed_content("network_def").load_state_dict(state.get("model", state), strict=True)
+        except Exception as err:
+            return [f"models/model.pt does not load into the network: {type(err).__name__}: {str(err).splitlines()[0]}"]
+    return []
+
+
+def verify_bundle(path, check_network: bool = True) -> tuple[list[str], list[str]]:
+    """Check a bundle zip or folder before trusting it.
+
+    Args:
+        path: a zip written by :func:`pack_bundle`, or a bundle folder.
+        check_network: also build the network and run ``verify_net_in_out``.
+
+    Returns:
+        ``(problems, warnings)``: problems make the bundle unusable (bad checksum, missing metadata, failing
+        network check, code outside monai/torch/cryoet_monai in a config); warnings are version differences.
+    """
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                zf.extractall(tmp)
+            roots = [p for p in Path(tmp).iterdir() if (p / "configs").is_dir()]
+            if len(roots) != 1:
+                return [f"{path}: the zip must hold exactly one bundle folder with configs/"], []
+            root = roots[0]
+        else:
+            root = bundle_dir(str(path))
+        meta_path = root / "configs" / "metadata.json"
+        if not meta_path.is_file():
+            return [f"{path}: no configs/metadata.json"], []
+        metadata = json.loads(meta_path.read_text())
+        problems = [f"metadata.json: missing '{key}'" for key in REQUIRED_METADATA if key not in metadata]
+        warnings = []
+        installed = installed_versions()
+        for key, lib in (("monai_version", "monai"), ("pytorch_version", "torch"), ("numpy_version", "numpy")):
+            if key in metadata and _major_minor(metadata[key]) != _major_minor(installed[lib]):
+                warnings.append(f"bundle made with {lib} {metadata[key]}, installed {installed[lib]}")
+        checksums = metadata.get("sha256")
+        if checksums is None:
+            warnings.append("no sha256 checksums in metadata.json (an unpacked bundle folder?)")
+        else:
+            present = {f.as_posix() for f in bundle_files(root)}
+            problems += [f"{name}: listed in metadata but missing" for name in sorted(set(checksums) - present)]
+            problems += [f"{name}: not covered by the checksums" for name in sorted(present - set(checksums))]
+            problems += [f"{name}: SHA-256 mismatch (modified or corrupt)" for name in sorted(set(checksums) & present) if sha256(root / name) != checksums[name]]
+        problems += audit_files(sorted((root / "configs").glob("*.yaml")) + sorted((root / "configs").glob("*.json")), root)
+        if check_network and not problems and "network_data_format" in metadata:
+            problems += _check_network(root, metadata)
+    return problems, warnings
