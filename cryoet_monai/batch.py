@@ -9,7 +9,8 @@ When every tomogram of the split is done (by all shards), the merged ``picks.csv
 ``picks.star`` and a copick overlay) is written.
 
 Sharding: ``shard=(i, n)`` takes items ``i, i+n, i+2n, ...``; under ``torchrun`` the shard is taken
-from ``RANK`` / ``WORLD_SIZE`` when none is given, so SLURM arrays and torchrun both split the work.
+from ``RANK`` / ``WORLD_SIZE`` when none is given (each process on the GPU of its ``LOCAL_RANK``), so
+SLURM arrays and torchrun both split the work.
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     if not 0 <= index < count:
         raise ValueError(f"--shard {text}: need 0 <= i < n")
     return index, count
+
+
+def use_local_gpu() -> None:
+    """Under torchrun, make ``cuda`` mean this process's GPU (``LOCAL_RANK``)."""
+    import torch
+
+    if "LOCAL_RANK" in os.environ and torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
 
 
 def single_item_manifest(manifest: Manifest, item, path: Path) -> Path:
@@ -101,6 +110,7 @@ class BatchPicker:
         """
         for sub in ("items", "failures"):
             (self.out / sub).mkdir(parents=True, exist_ok=True)
+        use_local_gpu()
         todo = self.shard_items()
         for item in todo:  # work folders of a killed run of this shard; never counted as results
             for stale in (self.out / "items").glob(f".{item.id}.*"):
