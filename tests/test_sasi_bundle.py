@@ -1,0 +1,97 @@
+"""The SaSi bundle end to end on a tiny volume: pre-train, fine-tune, then pick with `python -m monai.bundle run`."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from monai.bundle import run
+
+from cryoet_monai.bundles import bundle_dir
+from cryoet_monai.data.picks import make_picks, read_picks, write_picks
+from cryoet_monai.data.readers import write_mrc
+
+CONFIGS = bundle_dir("sasi") / "configs"
+TINY = ["--roi_size", "[32,32,32]", "--features", "[4,4,8,8,16,4]"]
+SHARED_START, SHARED_END = "# --- shared block (= common.yaml) ---\n", "# --- end of shared block ---\n"
+
+
+def _tomogram(path, centres_zyx, radii, shape=(32, 48, 48), seed=0):
+    rng = np.random.default_rng(seed)
+    volume = rng.normal(0, 0.3, shape).astype(np.float32)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    for centre, radius in zip(centres_zyx, radii):
+        volume[np.linalg.norm(grid - np.asarray(centre), axis=-1) <= radius] += 2.0
+    write_mrc(path, volume, 10.0)
+
+
+def _manifest(root: Path) -> Path:
+    classes = [{"name": "small", "radius": 30.0, "weight": 1}, {"name": "large", "radius": 50.0, "weight": 1}]
+    centres = {"train": [(10, 12, 12), (20, 30, 30), (16, 12, 34)], "test": [(12, 30, 14), (20, 14, 30), (16, 34, 34)]}
+    kinds = ["small", "large", "small"]
+    raw = {"name": "tiny-sasi", "ndim": 3, "voxel_size": 10.0, "classes": classes}
+    for split, item_id, seed in (("training", "train", 0), ("unlabeled", "unl", 1), ("test", "test", 2)):
+        points = centres.get(item_id, [(16, 24, 24)])
+        _tomogram(root / f"{item_id}.mrc", points, [3 if k == "small" else 5 for k in kinds], seed=seed)
+        entry = {"id": item_id, "image": f"{item_id}.mrc"}
+        if item_id != "unl":
+            xyz = np.asarray(points, float)[:, ::-1] * 10.0
+            write_picks(make_picks(item_id, kinds, xyz), root / f"{item_id}.csv")
+            entry["picks"] = f"{item_id}.csv"
+        if item_id == "train":
+            entry["annotated"] = [[0, 0, 0, 470, 470, 310]]
+        raw[split] = [entry]
+    path = root / "manifest.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def test_configs_repeat_the_common_block_verbatim():
+    common = (CONFIGS / "common.yaml").read_text().split("\n", 2)[2]  # after its two comment lines
+    for name in ("pretrain", "train", "inference", "evaluate"):
+        text = (CONFIGS / f"{name}.yaml").read_text()
+        assert text.split(SHARED_START)[1].split(SHARED_END)[0] == common, name
+    metadata = json.loads((CONFIGS / "metadata.json").read_text())
+    assert metadata["network_data_format"]["inputs"]["image"]["num_channels"] == 1
+
+
+def _args(options):
+    return {k.lstrip("-"): json.loads(v) if v.startswith("[") else v for k, v in zip(options[::2], options[1::2])}
+
+
+def test_bundle_pretrains_trains_and_picks(tmp_path, monkeypatch):
+    manifest = _manifest(tmp_path)
+    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)
+    common = {"manifest": str(manifest), "output_dir": str(out), **_args(TINY)}
+    run(config_file=str(CONFIGS / "pretrain.yaml"), max_epochs=1, batch_size=2, **common)
+    assert (out / "models" / "encoder.pt").is_file()
+    run(config_file=str(CONFIGS / "train.yaml"), max_epochs=1, epoch_length=2, **{"infill#target_fraction": 0.2}, **common)
+    assert (out / "models" / "model.pt").is_file()
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    picks_dir = tmp_path / "picks"
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.yaml"),
+               "--manifest", str(manifest), "--split", "test", "--output_dir", str(picks_dir),
+               "--model_path", str(out / "models" / "model.pt"), *TINY, "--min_size_fraction", "0.0"]
+    result = subprocess.run(command, cwd=elsewhere, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    picks = read_picks(picks_dir / "picks.csv", ndim=3)
+    assert list(picks.columns) == ["experiment", "particle_type", "x", "y", "z", "score"]
+    assert set(picks["experiment"]) <= {"test"} and set(picks["particle_type"]) <= {"small", "large"}
+    assert picks[["x", "y", "z"]].to_numpy().min(initial=0) >= 0
+
+
+@pytest.mark.parametrize("config", ["pretrain", "train", "inference", "evaluate"])
+def test_configs_parse_with_the_common_ids(config, tmp_path):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / f"{config}.yaml"))
+    for key in ("manifest", "output_dir", "device", "bundle_root"):
+        assert key in parser.config
+    assert "split" in parser.config or config == "pretrain"
+    assert Path(parser.get_parsed_content("bundle_root")) == bundle_dir("sasi")
