@@ -1,0 +1,114 @@
+"""Multi-view pseudo-labels for teacher–student training, and the unlabeled data they are made on.
+
+The teacher sees a crop under several wedge-preserving views; the inverse-mapped logits are averaged
+(fusion), peaks above per-class confidence thresholds become pseudo-particles, and Gaussian heatmaps
+are rendered around them exactly like the heatmaps of annotated particles.
+
+Unlabeled data are the ``unlabeled`` items and the space outside the ``annotated`` boxes of the
+``training`` items; ``unlabeled_mask`` marks that space so that annotated space, which the supervised
+loss covers, is not also given pseudo-labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from pathlib import Path
+
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+from cryoet_monai.data.manifest import load_manifest
+from cryoet_monai.inference.peaks import find_peaks
+from cryoet_monai.transforms.heatmap import annotated_mask, class_sigmas, render_heatmap
+from cryoet_monai.transforms.views import invert_view_volume, view_volume
+
+
+def unlabeled_data_dicts(manifest: str | Path) -> list[dict]:
+    """Items holding unlabeled space: all ``unlabeled`` items and the partially annotated ``training`` items.
+
+    ``unlabeled`` items get ``annotated = []`` (nothing annotated); a fully annotated training item
+    (``annotated`` None) holds no unlabeled space and is left out.
+    """
+    manifest = load_manifest(manifest, check_points=False)
+    items = [{**d, "annotated": []} for d in manifest.data_dicts("unlabeled")]
+    return items + [d for d in manifest.data_dicts("training") if d["annotated"] is not None]
+
+
+class UnlabeledMaskd(MapTransform):
+    """Adds a mask that is 1 outside the item's ``annotated`` boxes (the unlabeled space) and 0 inside.
+
+    Args:
+        keys: the image key whose spatial shape the mask takes.
+        boxes_key: key of the ``annotated`` boxes in Å (None = whole item annotated, ``[]`` = nothing).
+        voxel_size_key: key of the voxel size in Å.
+        mask_key: where the mask is stored, ``(1, Z, Y, X)``.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        boxes_key: str = "annotated",
+        voxel_size_key: str = "voxel_size",
+        mask_key: str = "unlabeled_mask",
+    ):
+        super().__init__(keys)
+        self.boxes_key = boxes_key
+        self.voxel_size_key = voxel_size_key
+        self.mask_key = mask_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            shape = d[key].shape[-3:]
+            annotated = annotated_mask(d[self.boxes_key], float(d[self.voxel_size_key]), shape)
+            d[self.mask_key] = 1.0 - torch.as_tensor(annotated, dtype=torch.float32)
+        return d
+
+
+class MultiViewPseudoLabeler:
+    """Teacher pseudo-heatmaps from predictions fused over views.
+
+    Args:
+        radii_angstrom: particle radius of each class in Å.
+        voxel_size: Å per voxel of the crops.
+        sigma_scale: Gaussian σ = ``sigma_scale × radius`` (as for the annotated heatmaps).
+        thresholds: minimum fused probability of a pseudo-particle, one or one per class.
+        views: view indices the teacher predicts on.
+        nms_radius_scale: pseudo-particles of a class are at least ``nms_radius_scale × radius`` apart.
+    """
+
+    def __init__(
+        self,
+        radii_angstrom: Sequence[float],
+        voxel_size: float,
+        sigma_scale: float = 0.25,
+        thresholds: float | Sequence[float] = 0.5,
+        views: Sequence[int] = (0, 1, 2, 8),
+        nms_radius_scale: float = 0.75,
+    ):
+        num_classes = len(radii_angstrom)
+        thresholds = [float(thresholds)] * num_classes if isinstance(thresholds, (int, float)) else list(thresholds)
+        if len(thresholds) != num_classes:
+            raise ValueError(f"{num_classes} classes but {len(thresholds)} thresholds")
+        self.num_classes = num_classes
+        self.sigmas = class_sigmas(radii_angstrom, voxel_size, sigma_scale)
+        self.logit_thresholds = torch.logit(torch.tensor(thresholds, dtype=torch.float64)).tolist()
+        self.min_distance = [nms_radius_scale * r / voxel_size for r in radii_angstrom]
+        self.views = [int(k) for k in views]
+
+    @torch.no_grad()
+    def fuse(self, network: Callable, images: torch.Tensor) -> torch.Tensor:
+        """Mean of the inverse-mapped logits of ``network`` over the views, ``(B, C, Z, Y, X)``."""
+        total = sum(invert_view_volume(network(view_volume(images, k)), k) for k in self.views)
+        return total / len(self.views)
+
+    @torch.no_grad()
+    def __call__(self, network: Callable, images: torch.Tensor) -> torch.Tensor:
+        """Pseudo-heatmaps ``(B, C, Z, Y, X)`` in [0, 1] for a batch of crops ``(B, 1, Z, Y, X)``."""
+        fused = self.fuse(network, images).float()
+        heatmaps = []
+        for logits in fused:
+            points, labels, _ = find_peaks(logits, self.min_distance, self.logit_thresholds)
+            heatmaps.append(render_heatmap(points, labels, self.sigmas, logits.shape[1:], self.num_classes))
+        return torch.stack([torch.as_tensor(h, dtype=images.dtype) for h in heatmaps]).to(images.device)

@@ -1,0 +1,119 @@
+"""Teacher–student pieces: ramp-up, EMA math, multi-view pseudo-labels, trainer run and resume."""
+
+import math
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.handlers import CheckpointLoader, CheckpointSaver, from_engine
+
+from cryoet_monai.engines import MeanTeacherTrainer, MultiViewPseudoLabeler, ema_update, latest_checkpoint, sigmoid_rampup
+from cryoet_monai.losses import HeatmapFocalLoss
+from cryoet_monai.networks import HeatmapNet
+from cryoet_monai.transforms.dropblock import WedgeDropBlock
+from cryoet_monai.transforms.heatmap import render_heatmap
+
+SHAPE = (8, 16, 16)  # divisible by 4: two down-samplings
+
+
+def test_sigmoid_rampup():
+    assert sigmoid_rampup(0, 100) == pytest.approx(math.exp(-5))
+    assert sigmoid_rampup(50, 100) == pytest.approx(math.exp(-1.25))
+    assert sigmoid_rampup(100, 100) == sigmoid_rampup(500, 100) == 1.0
+    assert sigmoid_rampup(3, 0) == 1.0
+
+
+def test_ema_update_math():
+    teacher, student = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = [p.clone() for p in teacher.parameters()]
+    ema_update(teacher, student, decay=0.9)
+    for t, b, s in zip(teacher.parameters(), before, student.parameters()):
+        assert torch.allclose(t, 0.9 * b + 0.1 * s)
+
+
+def _blob(shape, centre):
+    return render_heatmap([centre], [0], [1.5], shape, 1)[None]
+
+
+def test_fusion_recovers_peak_seen_only_in_other_views():
+    shape = (12, 20, 20)
+    centre = (4.0, 6.0, 15.0)  # right half in x: the toy teacher below is blind there
+    image = _blob(shape, centre)
+
+    def half_blind_teacher(x):
+        logits = 16 * x - 8
+        logits[..., x.shape[-1] // 2 :] = -8  # sees only the left half of whatever view it is given
+        return torch.cat([logits, torch.full_like(logits, -8)], 1)
+
+    labeler = MultiViewPseudoLabeler([37.5, 37.5], voxel_size=25.0, thresholds=0.2, views=[0, 1])
+    assert half_blind_teacher(image).max() < 0  # the plain frame misses it
+    pseudo = labeler(half_blind_teacher, image)
+    assert pseudo.shape == (1, 2, *shape)
+    peak = torch.nonzero(pseudo[0, 0] == pseudo[0, 0].max())[0].tolist()
+    assert peak == [4, 6, 15] and pseudo[0, 0].max() == pytest.approx(1.0)
+    assert pseudo[0, 1].max() == 0
+
+
+def _loader(n, unlabeled=False):
+    gen = torch.Generator().manual_seed(n)
+    items = []
+    for _ in range(n):
+        image = torch.randn(1, 1, *SHAPE, generator=gen)
+        if unlabeled:
+            items.append({"image": image, "unlabeled_mask": torch.ones(1, 1, *SHAPE)})
+        else:
+            heatmap = render_heatmap([(4, 8, 8)], [0], [1.0, 1.0], SHAPE, 2)[None]
+            items.append({"image": image, "label": torch.cat([heatmap, torch.ones(1, 1, *SHAPE)], 1)})
+    return items
+
+
+def _trainer(max_epochs, handlers=()):
+    torch.manual_seed(0)
+    network = HeatmapNet(2, filters=(4, 4, 8))
+    return MeanTeacherTrainer(
+        device="cpu",
+        max_epochs=max_epochs,
+        epoch_length=2,
+        train_data_loader=_loader(2),
+        network=network,
+        optimizer=torch.optim.Adam(network.parameters(), 1e-2),
+        loss_function=HeatmapFocalLoss(mask_channel=True),
+        unlabeled_data_loader=_loader(3, unlabeled=True),
+        pseudo_labeler=MultiViewPseudoLabeler([30.0, 30.0], 25.0, thresholds=0.3, views=[0, 1]),
+        ema_decay=0.9,
+        rampup_iterations=2,
+        strong_transform=WedgeDropBlock(prob=1.0, block_size=2, num_blocks=2),
+        train_handlers=list(handlers),
+    )
+
+
+def test_trainer_runs_and_teacher_follows_student():
+    trainer = _trainer(max_epochs=2)
+    initial = [p.clone() for p in trainer.teacher.parameters()]
+    trainer.run()
+    assert trainer.state.iteration == 4
+    out = trainer.state.output
+    for key in ("loss", "supervised_loss", "unsupervised_loss", "unsupervised_weight"):
+        assert math.isfinite(float(from_engine([key], first=True)(out)))
+    teacher, student = list(trainer.teacher.parameters()), list(trainer.network.parameters())
+    assert any(not torch.equal(t, i) for t, i in zip(teacher, initial))
+    assert any(not torch.equal(t, s) for t, s in zip(teacher, student))
+    assert all(not p.requires_grad for p in teacher)
+
+
+def test_resume_continues_iterations_and_restores_teacher(tmp_path):
+    first = _trainer(max_epochs=1)
+    state = {"model": first.network, "teacher": first.teacher, "optimizer": first.optimizer, "trainer": first}
+    CheckpointSaver(str(tmp_path), state, save_interval=1, epoch_level=True, n_saved=1).attach(first)
+    first.run()
+    path = latest_checkpoint(tmp_path, "checkpoint_*.pt")
+    assert path is not None
+
+    second = _trainer(max_epochs=2)
+    state = {"model": second.network, "teacher": second.teacher, "optimizer": second.optimizer, "trainer": second}
+    iterations = []
+    second.add_event_handler(Events.ITERATION_STARTED, lambda e: iterations.append(e.state.iteration))
+    CheckpointLoader(path, state, map_location="cpu").attach(second)
+    second.run()
+    assert iterations == [3, 4] and second.state.iteration == 4
+    assert latest_checkpoint(tmp_path / "missing") is None
