@@ -18,7 +18,7 @@ ENCODER_BLOCKS = ("conv_0", "down_1", "down_2", "down_3", "down_4")
 
 def segmentation_unet(
     num_classes: int,
-    features: Sequence[int] = (16, 16, 32, 64, 128, 16),
+    features: Sequence[int] = (8, 8, 16, 32, 64, 8),
     in_channels: int = 1,
     dropout: float = 0.0,
 ) -> BasicUNet:
