@@ -104,8 +104,9 @@ def test_missing_wedge_in_fourier_space(tiny):
 
 
 def test_reconstruction_puts_a_point_back_elongated_along_z():
-    volume = torch.zeros(24, 4, 32)
-    volume[15, :, 10] = 1.0  # a line along the tilt axis, off-centre in X and Z
+    z, x = np.meshgrid(np.arange(24), np.arange(32), indexing="ij")
+    blob = np.exp(-((z - 15) ** 2 + (x - 10) ** 2) / (2 * 2.0**2))  # off-centre in X and Z, a rod along the tilt axis
+    volume = torch.from_numpy(np.repeat(blob[:, None], 4, axis=1).astype(np.float32))
     angles = Microscope().tilt_angles()
     tomogram = reconstruct(project(volume, angles), angles, 24)[:, 2]
     assert np.unravel_index(np.argmax(tomogram), tomogram.shape) == (15, 10)

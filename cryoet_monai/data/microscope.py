@@ -135,12 +135,16 @@ def backproject(images: torch.Tensor, angles: np.ndarray, nz: int, slab: int = 6
 
 
 def r_weight(images: torch.Tensor) -> torch.Tensor:
-    """Ramp-filter each tilt image along X (with a cosine roll-off to Nyquist), zero-padded to twice its width."""
+    """Ramp-filter each tilt image along X, zero-padded to twice its width (the R-weighting of WBP)."""
     nx = images.shape[-1]
     spectrum = torch.fft.rfft(images, n=2 * nx, dim=-1)
-    k = torch.fft.rfftfreq(2 * nx)  # cycles per pixel, 0 .. 0.5
-    weight = k * (0.5 + 0.5 * torch.cos(2 * np.pi * k))
-    return torch.fft.irfft(spectrum * weight, n=2 * nx, dim=-1)[..., :nx]
+    return torch.fft.irfft(spectrum * torch.fft.rfftfreq(2 * nx), n=2 * nx, dim=-1)[..., :nx]
+
+
+def antialias(ny: int, nx: int) -> torch.Tensor:
+    """Isotropic low-pass of a binned detector image: 1 up to half Nyquist, cosine roll-off to 0 at Nyquist (rfft layout)."""
+    k = np.hypot(np.fft.fftfreq(ny)[:, None], np.fft.rfftfreq(nx)[None, :])  # cycles per pixel
+    return torch.from_numpy((0.5 + 0.5 * np.cos(np.pi * np.clip(4 * k - 1, 0, 1))).astype(np.float32))
 
 
 def tilt_series(
@@ -186,7 +190,7 @@ def tilt_series(
         path = thickness[:, detector_x] / np.cos(angle)  # ice crossed by the ray reaching each pixel
         electrons = per_tilt * voxel_size**2 * microscope.dqe * np.exp(-path / microscope.inelastic_mean_free_path)
         images[t] += torch.from_numpy((rng.standard_normal((ny, nx)) / np.sqrt(electrons)).astype(np.float32))
-    return images, angles, ctf
+    return torch.fft.irfft2(torch.fft.rfft2(images) * antialias(ny, nx), s=(ny, nx)), angles, ctf
 
 
 def reconstruct(images: torch.Tensor, angles: np.ndarray, nz: int, ctf: torch.Tensor | None = None, slab: int = 64) -> np.ndarray:

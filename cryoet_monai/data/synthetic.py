@@ -110,18 +110,11 @@ def assign_items(splits: dict[str, int], layout=None) -> dict[str, list[str]]:
     runs = sorted(p.name for p in Path(layout).iterdir() if p.is_dir() and any(p.glob("*.json")))
     if sum(splits.values()) > len(runs):
         raise ValueError(f"{layout}: {len(runs)} runs with picks, but {sum(splits.values())} tomograms requested")
-    spare = [r for r in runs if not any(r in v for v in CZII_RUN_SPLITS.values())]
-    chosen, used = {}, set()
+    chosen = {s: [r for r in CZII_RUN_SPLITS[s] if r in runs][: splits.get(s, 0)] for s in SPLITS}
+    pool = [r for r in runs if not any(r in c for c in chosen.values())]  # other runs, in name order
     for split in SPLITS:
-        preferred = [r for r in CZII_RUN_SPLITS[split] if r in runs and r not in used]
-        chosen[split] = preferred[: splits.get(split, 0)]
-        used.update(chosen[split])
-    for split in SPLITS:
-        leftovers = spare + [r for r in runs if r not in used and r not in spare]
         while len(chosen[split]) < splits.get(split, 0):
-            run = next(r for r in leftovers if r not in used)
-            chosen[split].append(run)
-            used.add(run)
+            chosen[split].append(pool.pop(0))
     return chosen
 
 
@@ -303,6 +296,9 @@ def synthesize(out_dir, preset: str = "tiny", seed: int = 0, templates=None, lay
             ``shape=(128, 128, 48)``, ``voxel_size=15``, ``n_tomograms=3``, ``tilt_max=50``, ``dose=80``.
     """
     settings = resolve_settings(preset, overrides)
+    for name, folder in (("templates", templates), ("layout", layout)):
+        if folder is not None and not Path(folder).is_dir():
+            raise FileNotFoundError(f"{name} folder not found: {folder}")
     out_dir = Path(out_dir)
     (out_dir / "tomograms").mkdir(parents=True, exist_ok=True)
     (out_dir / "picks").mkdir(parents=True, exist_ok=True)
