@@ -46,7 +46,9 @@ REDUCTIONS = ("mean", "max", "prototype")
 THRESHOLD_METHODS = ("otsu", "valley")
 
 
-def select_exemplars(picks, item_id: str, num: int, seed: int = 0, margin: float = 0.0, image_shape=None) -> pd.DataFrame:
+def select_exemplars(
+    picks, item_id: str, num: int, seed: int = 0, particle_type: str | None = None, margin: float = 0.0, image_shape=None
+) -> pd.DataFrame:
     """A reproducible random choice of ``num`` exemplars among the picks of one micrograph / tomogram.
 
     Args:
@@ -54,6 +56,7 @@ def select_exemplars(picks, item_id: str, num: int, seed: int = 0, margin: float
         item_id: the micrograph / tomogram whose picks are drawn from.
         num: how many exemplars (all picks when fewer exist).
         seed: seed of the random choice.
+        particle_type: draw only picks of this class (all classes when None).
         margin: keep only picks at least this far (same units as the picks) from the image border
             (needs ``image_shape``, array order, in the same units).
         image_shape: extent of the image for ``margin``.
@@ -61,12 +64,15 @@ def select_exemplars(picks, item_id: str, num: int, seed: int = 0, margin: float
     table = read_picks(picks) if not isinstance(picks, pd.DataFrame) else picks
     ndim = len([c for c in ("x", "y", "z") if c in table.columns])
     table = table[table[item_column(ndim)].astype(str) == str(item_id)]
+    if particle_type is not None:
+        table = table[table["particle_type"].astype(str) == str(particle_type)]
     if margin > 0 and image_shape is not None:
         coords = table[coord_columns(ndim)].to_numpy(float)
         extent = np.asarray(image_shape, dtype=float)[::-1]
         table = table[np.all((coords >= margin) & (coords <= extent - 1 - margin), axis=1)]
     if len(table) == 0:
-        raise ValueError(f"no picks of '{item_id}' to choose exemplars from")
+        raise ValueError(f"{picks if not isinstance(picks, pd.DataFrame) else 'picks'}: no picks of '{item_id}'"
+                         f"{'' if particle_type is None else f' (class {particle_type})'} to choose exemplars from")
     rows = np.random.default_rng(seed).choice(len(table), size=min(num, len(table)), replace=False)
     return table.iloc[np.sort(rows)].reset_index(drop=True)
 
