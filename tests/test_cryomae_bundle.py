@@ -1,0 +1,95 @@
+"""The CryoMAE bundle end to end: tiny pre-train + pick on a small synthetic micrograph, via monai.bundle run."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from cryoet_monai.bundles import bundle_dir
+from cryoet_monai.data.manifest import load_manifest
+from cryoet_monai.data.picks import read_picks, write_picks
+from cryoet_monai.data.readers import read_image
+from cryoet_monai.data.synthetic_2d import synthesize_micrographs
+from cryoet_monai.inference.exemplar import select_exemplars
+from cryoet_monai.metrics import score_picks
+
+CONFIGS = bundle_dir("cryomae") / "configs"
+TEMPLATES = Path("/work/shared/data/templates_10A")
+TINY = {
+    "window": 48,
+    "network_def#hidden_size": 48,
+    "network_def#mlp_dim": 96,
+    "network_def#num_layers": 2,
+    "network_def#decoder_num_layers": 1,
+    "num_exemplars": 8,
+}
+
+
+def shared_block(path: Path) -> str:
+    text = path.read_text()
+    return text.split("# --- shared block (= common.yaml) ---\n", 1)[1].split("# --- end of shared block ---", 1)[0]
+
+
+@pytest.mark.parametrize("name", ["pretrain.yaml", "pick.yaml", "pretrain_3d.yaml", "pick_3d.yaml"])
+def test_configs_repeat_the_shared_block(name):
+    common = (CONFIGS / "common.yaml").read_text().split("\n", 3)[3]
+    assert shared_block(CONFIGS / name) == common
+    yaml.safe_load((CONFIGS / name).read_text())
+
+
+def test_metadata_names_the_configs():
+    import json
+
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    assert meta["name"] and meta["version"] and "network_data_format" in meta
+
+
+@pytest.fixture(scope="module")
+def micrographs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth2d")
+    return synthesize_micrographs(out, num_micrographs=2, shape=(192, 192), radius=10, num_particles=30, seed=1)
+
+
+def test_synthetic_micrographs_and_manifest(micrographs):
+    manifest = load_manifest(micrographs)
+    assert manifest.ndim == 2 and manifest.class_names == ["particle"]
+    assert [it.id for it in manifest.items("training")] == ["synth_000"]
+    truth = manifest.truth("test")
+    assert 15 <= len(truth) <= 30
+    image, pixel_size = read_image(manifest.items("test")[0].image)
+    assert image.shape == (192, 192) and pixel_size == pytest.approx(4.0)
+    xy = truth[["x", "y"]].to_numpy()
+    assert xy.min() >= 0 and xy.max() <= 191
+    # particles stand out from the background on average (contrast-inverted: protein bright)
+    rows, cols = np.rint(xy[:, 1]).astype(int), np.rint(xy[:, 0]).astype(int)
+    assert image[rows, cols].mean() > image.mean() + 0.3 * image.std()
+
+
+@pytest.mark.skipif(not TEMPLATES.is_dir(), reason="density templates not available")
+def test_synthetic_micrographs_from_a_template(tmp_path):
+    path = synthesize_micrographs(tmp_path, num_micrographs=1, shape=(128, 128), templates=TEMPLATES, template="1bxn.mrc", pixel_size=5, num_particles=8)
+    manifest = load_manifest(path)
+    assert 5 < manifest.classes[0].radius < 20 and len(manifest.truth("training")) >= 4
+
+
+def test_pretrain_and_pick_find_planted_particles(micrographs, tmp_path, monkeypatch):
+    from monai.bundle import run
+
+    monkeypatch.chdir(tmp_path)  # configs must not depend on the working directory
+    manifest = load_manifest(micrographs)
+    train = manifest.items("training")[0]
+    exemplars = select_exemplars(train.picks, train.id, 8, seed=0)
+    star = write_picks(exemplars, tmp_path / "exemplars.star")  # exemplars as users have them: a RELION STAR file
+    common = {"manifest": str(micrographs), "output_dir": str(tmp_path / "out"), "exemplars_file": str(star), **TINY}
+    run(config_file=str(CONFIGS / "pretrain.yaml"), epoch_length=20, batch_size=4, **common)
+    assert (tmp_path / "out" / "models" / "model.pt").is_file()
+    run(config_file=str(CONFIGS / "pick.yaml"), stride=8, **common)
+    picks = read_picks(tmp_path / "out" / "picks.csv")
+    assert set(picks["micrograph"]) == {"synth_001"}
+    assert len(read_picks(tmp_path / "out" / "picks.star")) == len(picks)
+    result = score_picks(picks, manifest, "test")["classes"]["particle"]
+    radius = manifest.classes[0].radius
+    chance = min(len(picks) * np.pi * (0.5 * radius) ** 2 / 192**2, 1.0)  # recall of as many random picks
+    assert result["recall"] > max(0.5, 3 * chance), result
+    assert result["precision"] > 0.5, result
