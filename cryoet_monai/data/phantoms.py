@@ -53,8 +53,8 @@ def _apo_ferritin(p, w):
 
 
 def _virus_like_particle(p, w):
-    body = _shell(p, 112.0, 126.0, w)
-    bumps = [_ellipsoid(p, 128.0 * d, (14.0, 14.0, 14.0), w) for d in fibonacci_sphere(72)]
+    body = _shell(p, 106.0, 128.0, w)  # about the mass of the 6n4v template
+    bumps = [_ellipsoid(p, 130.0 * d, (14.0, 14.0, 14.0), w) for d in fibonacci_sphere(72)]
     return np.maximum(body, np.max(bumps, axis=0))
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from cryoet_monai import __version__
 from cryoet_monai.data import phantoms
 from cryoet_monai.data.atomic import atomic_path
 from cryoet_monai.data.manifest import SPLITS, Item, Manifest, ParticleClass
@@ -58,7 +59,7 @@ _COMMON = {
     "vesicle_radius": (250.0, 600.0),  # Å, mid-membrane
     "gold": (2, 6),  # min, max fiducials per tomogram
     "gold_radius": 50.0,  # Å (10 nm beads)
-    "ice_texture": 0.25,  # std of the ice's structural noise (15 Å Gaussian field), relative to protein
+    "ice_texture": 0.3,  # std of the ice's structural noise (15 Å Gaussian field), relative to protein
 }
 PRESETS: dict[str, dict] = {
     "tiny": {**_COMMON, "shape": (64, 64, 32), "voxel_size": 25.0, "splits": {"training": 1, "unlabeled": 1, "validation": 1, "test": 1}, "vesicles": (0, 1), "gold": (1, 2)},
@@ -265,6 +266,8 @@ def make_tomogram(item_id: str, rng: np.random.Generator, settings: dict, templa
         particles = pack_particles(shape, voxel_size, bottom, top, settings, rng)
     else:
         particles = read_layout(Path(layout) / item_id, shape, voxel_size)
+        bottom = np.minimum(bottom, max(particles["z"].min() - 100.0, 0.0))  # the ice holds every replayed particle
+        top = np.maximum(top, min(particles["z"].max() + 100.0, shape[2] * voxel_size))
     potential = build_potential(shape, voxel_size, particles, bottom, top, settings, rng, templates)
     microscope = Microscope(**{k: v for k, v in settings.items() if k in MICROSCOPE_FIELDS})
     tomogram = simulate_tomogram(potential, voxel_size, microscope, rng, ice_thickness=top - bottom)
@@ -303,6 +306,7 @@ def synthesize(out_dir, preset: str = "tiny", seed: int = 0, templates=None, lay
     (out_dir / "tomograms").mkdir(parents=True, exist_ok=True)
     (out_dir / "picks").mkdir(parents=True, exist_ok=True)
     record = {
+        "version": __version__,
         "preset": preset,
         "seed": int(seed),
         "templates": None if templates is None else str(Path(templates).resolve()),
