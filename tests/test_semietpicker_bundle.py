@@ -1,0 +1,127 @@
+"""The SemiETPicker bundle: configs parse and share one common block, the network fits its metadata,
+a short supervised run then sliding-window inference (from another directory) finds planted particles."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, verify_net_in_out
+
+from cryoet_monai.bundles import bundle_dir
+from cryoet_monai.data.manifest import load_manifest
+from cryoet_monai.data.picks import make_picks, read_picks, write_picks
+from cryoet_monai.data.readers import write_mrc
+from cryoet_monai.metrics import score_picks
+
+CONFIGS = bundle_dir("semietpicker") / "configs"
+TOP_LEVEL = ["train.yaml", "train_semi.yaml", "inference.yaml", "evaluate.yaml"]
+VOXEL = 10.0
+SHAPE = (16, 40, 40)
+SMALL = ["--roi_size", "[16, 32, 32]", "--network_def#filters", "[8, 16, 32]"]
+
+
+def _shared_block(text: str) -> str:
+    return text[text.index("imports:") :].split("# --- end of shared block ---")[0]
+
+
+@pytest.mark.parametrize("name", TOP_LEVEL)
+def test_top_level_configs_repeat_common_block_and_define_ids(name):
+    text = (CONFIGS / name).read_text()
+    assert _shared_block(text) == _shared_block((CONFIGS / "common.yaml").read_text())
+    parser = ConfigParser()
+    parser.read_config(CONFIGS / name)
+    for key in ("manifest", "split", "output_dir", "device", "network_def", "run"):
+        assert key in parser, f"{name} lacks '{key}'"
+
+
+def _plant(root: Path, item_id: str, seed: int) -> dict:
+    """A noisy volume with well separated bright balls (radius 40 Å) and dots (radius 20 Å)."""
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in SHAPE], indexing="ij")
+    volume = rng.normal(0, 0.3, SHAPE).astype(np.float32)
+    centres, classes = [], []
+    while len(centres) < 6:
+        c = rng.uniform([5, 5, 5], np.subtract(SHAPE, 6))
+        if all(np.linalg.norm(c - p) > 10 for p in centres):
+            centres.append(c)
+            classes.append("ball" if len(centres) % 2 else "dot")
+    for c, name in zip(centres, classes):
+        radius = 4.0 if name == "ball" else 2.0
+        volume[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= radius**2] += 1.5
+    write_mrc(root / f"{item_id}.mrc", volume, VOXEL)
+    xyz = np.asarray(centres)[:, ::-1] * VOXEL
+    write_picks(make_picks(item_id, classes, xyz), root / f"{item_id}.csv")
+    return {"id": item_id, "image": f"{item_id}.mrc", "picks": f"{item_id}.csv"}
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("planted")
+    manifest = {
+        "name": "planted",
+        "ndim": 3,
+        "voxel_size": VOXEL,
+        "classes": [{"name": "ball", "radius": 40.0, "weight": 1}, {"name": "dot", "radius": 20.0, "weight": 1}],
+        "training": [_plant(root, f"train_{k}", k) for k in range(2)],
+        "validation": [_plant(root, "val_0", 10)],
+        "test": [_plant(root, "test_0", 20)],
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root / "manifest.json"
+
+
+@pytest.fixture(scope="module")
+def czii_classes(tmp_path_factory):
+    """A manifest with the six CZII classes the shipped weights and metadata describe, and no items."""
+    from cryoet_monai.data.species import CZII_SPECIES
+
+    path = tmp_path_factory.mktemp("czii") / "manifest.json"
+    classes = [{"name": s.name, "radius": s.radius, "weight": s.weight} for s in CZII_SPECIES]
+    path.write_text(json.dumps({"name": "czii-classes", "ndim": 3, "voxel_size": 25.0, "classes": classes}))
+    return path
+
+
+def test_network_matches_metadata_and_shipped_weights(czii_classes):
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(CONFIGS / "metadata.json"),
+        config_file=str(CONFIGS / "inference.yaml"),
+        manifest=str(czii_classes),
+    )
+    parser = ConfigParser()
+    parser.read_config(CONFIGS / "inference.yaml")
+    parser["manifest"] = str(czii_classes)
+    model = Path(parser.get_parsed_content("model_path"))
+    if model.is_file():
+        state = torch.load(model, map_location="cpu")
+        parser.get_parsed_content("network_def").load_state_dict(state)
+        assert model.stat().st_size < 8e6
+
+
+def _bundle(config: str, cwd: Path, *args: str) -> None:
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / config), *args]
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_short_training_then_inference_finds_planted_particles(planted, tmp_path):
+    train_dir, pick_dir = tmp_path / "train", tmp_path / "picks"
+    common = ["--manifest", str(planted), *SMALL]
+    _bundle("train.yaml", tmp_path, *common, "--output_dir", str(train_dir), "--max_epochs", "6", "--epoch_length", "10",
+            "--crop_size", "[16, 32, 32]", "--num_samples", "2", "--learning_rate", "0.003")
+    model = train_dir / "models" / "model.pt"
+    assert model.is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    _bundle("inference.yaml", elsewhere, *common, "--split", "test", "--output_dir", str(pick_dir),
+            "--model_path", str(model), "--default_threshold", "0.3", "--formats", "['csv', 'star']")
+    picks = read_picks(pick_dir / "picks.csv")
+    assert (pick_dir / "picks.star").is_file()
+    result = score_picks(picks, load_manifest(planted), "test")
+    assert result["classes"]["ball"]["recall"] >= 0.66, result
+    assert result["classes"]["ball"]["precision"] >= 0.5, result
