@@ -186,8 +186,8 @@ def tilt_series(
 
     thickness = np.zeros((ny, nx)) if ice_thickness is None else np.asarray(ice_thickness, dtype=float)
     for t, angle in enumerate(np.deg2rad(angles)):
-        detector_x = np.clip(np.round((np.arange(nx) - (nx - 1) / 2) / np.cos(angle) + (nx - 1) / 2), 0, nx - 1).astype(int)
-        path = thickness[:, detector_x] / np.cos(angle)  # ice crossed by the ray reaching each pixel
+        column = np.clip(np.round((np.arange(nx) - (nx - 1) / 2) / np.cos(angle) + (nx - 1) / 2), 0, nx - 1).astype(int)
+        path = thickness[:, column] / np.cos(angle)  # ice crossed by the ray reaching each pixel (column at mid-slab)
         electrons = per_tilt * voxel_size**2 * microscope.dqe * np.exp(-path / microscope.inelastic_mean_free_path)
         images[t] += torch.from_numpy((rng.standard_normal((ny, nx)) / np.sqrt(electrons)).astype(np.float32))
     return torch.fft.irfft2(torch.fft.rfft2(images) * antialias(ny, nx), s=(ny, nx)), angles, ctf

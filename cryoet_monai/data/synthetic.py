@@ -188,10 +188,10 @@ def pack_particles(shape_xyz, voxel_size, bottom, top, settings, rng) -> pd.Data
 
 def _free_spot(extent, particles_xyz, particle_radii, radius, z_range, rng, tries: int = 100):
     """A centre (Å, x-y-z) whose sphere of ``radius`` touches no particle, or None."""
+    lo, hi = z_range
+    if hi < lo:
+        return None
     for _ in range(tries):
-        lo, hi = z_range
-        if hi < lo:
-            return None
         centre = np.array([rng.uniform(0, extent[0]), rng.uniform(0, extent[1]), rng.uniform(lo, hi)])
         if not len(particles_xyz) or np.all(np.linalg.norm(particles_xyz - centre, axis=1) > particle_radii + radius + 10.0):
             return centre
@@ -237,7 +237,7 @@ def ice_texture(shape_zyx, voxel_size: float, bottom, top, rng, correlation: flo
     field = rng.standard_normal(shape_zyx, dtype=np.float32)
     ndimage.gaussian_filter(field, correlation / voxel_size, output=field)
     field /= field.std()
-    z = (np.arange(shape_zyx[0]) + 0.5)[:, None, None] * voxel_size
+    z = np.arange(shape_zyx[0])[:, None, None] * voxel_size
     return field * ((z >= bottom[None]) & (z <= top[None]))
 
 
