@@ -61,7 +61,9 @@ def test_fraction_covers_the_share_and_every_scored_class(manifest_path, fractio
     assert {"ribosome", "ferritin"} <= set(labelled(budget))
     original = load_manifest(manifest_path)
     for split in ("validation", "test", "unlabeled"):
-        assert [(i.id, i.image, i.picks, i.annotated) for i in budget.items(split)] == [(i.id, i.image, i.picks, i.annotated) for i in original.items(split)]
+        assert [(i.id, i.image, i.picks, i.annotated) for i in budget.items(split)] == [
+            (i.id, i.image, i.picks, i.annotated) for i in original.items(split)
+        ]
 
 
 def test_fraction_boxes_do_not_overlap(manifest_path):

@@ -35,7 +35,9 @@ def ball_means(tomogram, voxel_size, centres_xyz, radius):
 
 def test_files_and_manifest(tiny):
     manifest = load_manifest(tiny)  # checks files, classes and that every pick lies inside its image
-    assert [(c.name, c.radius, c.weight) for c in manifest.classes] == [(s.name, s.radius, s.weight) for s in CZII_SPECIES]
+    assert [(c.name, c.radius, c.weight) for c in manifest.classes] == [
+        (s.name, s.radius, s.weight) for s in CZII_SPECIES
+    ]
     assert {s: len(manifest.items(s)) for s in ("training", "unlabeled", "validation", "test")} == dict.fromkeys(
         ("training", "unlabeled", "validation", "test"), 1
     )
@@ -119,7 +121,12 @@ def test_settings_are_checked():
         resolve_settings("huge", {})
     with pytest.raises(ValueError, match="unknown setting"):
         resolve_settings("tiny", {"dosage": 3})
-    assert resolve_settings("czii-bin2", {"n_tomograms": 7})["splits"] == {"training": 3, "unlabeled": 1, "validation": 1, "test": 2}
+    assert resolve_settings("czii-bin2", {"n_tomograms": 7})["splits"] == {
+        "training": 3,
+        "unlabeled": 1,
+        "validation": 1,
+        "test": 2,
+    }
     assert Microscope(tilt_min=-50, tilt_max=50, tilt_step=2).tilt_angles().tolist() == list(range(-50, 51, 2))
     with pytest.raises(ValueError, match="tilt range"):
         Microscope(tilt_min=-95).tilt_angles()
@@ -128,14 +135,33 @@ def test_settings_are_checked():
 def test_real_templates_and_layout(shared_data, tmp_path):
     """CZII runs replayed at 80 Å/voxel (same physical extent as the challenge) with the real density templates."""
     path = synthesize(
-        tmp_path, "czii-bin2", seed=0, templates=shared_data / "templates_10A", layout=shared_data / "czii_picks",
-        progress=False, shape=(79, 79, 23), voxel_size=80.0, n_tomograms=2, vesicles=(0, 0), gold=(0, 0),
+        tmp_path,
+        "czii-bin2",
+        seed=0,
+        templates=shared_data / "templates_10A",
+        layout=shared_data / "czii_picks",
+        progress=False,
+        shape=(79, 79, 23),
+        voxel_size=80.0,
+        n_tomograms=2,
+        vesicles=(0, 0),
+        gold=(0, 0),
     )
     manifest = load_manifest(path)
-    assert [it.id for s in ("training", "unlabeled", "validation", "test") for it in manifest.items(s)] == ["TS_5_4", "TS_86_3"]
+    assert [it.id for s in ("training", "unlabeled", "validation", "test") for it in manifest.items(s)] == [
+        "TS_5_4",
+        "TS_86_3",
+    ]
     picks = read_picks(manifest.items("training")[0].picks)
     counts = picks["particle_type"].value_counts().to_dict()
-    assert counts == {"apo-ferritin": 46, "ribosome": 31, "thyroglobulin": 30, "beta-galactosidase": 12, "virus-like-particle": 11, "beta-amylase": 10}
+    assert counts == {
+        "apo-ferritin": 46,
+        "ribosome": 31,
+        "thyroglobulin": 30,
+        "beta-galactosidase": 12,
+        "virus-like-particle": 11,
+        "beta-amylase": 10,
+    }
     first = json.loads((shared_data / "czii_picks" / "TS_5_4" / "ribosome.json").read_text())["points"][0]["location"]
     ribosomes = picks[picks["particle_type"] == "ribosome"][["x", "y", "z"]].to_numpy()
     scale = np.array([79, 79, 23]) * 80.0 / (np.array([630, 630, 184]) * 10.012)

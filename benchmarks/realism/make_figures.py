@@ -29,7 +29,9 @@ from cryoet_monai.data.readers import read_image  # noqa: E402
 from cryoet_monai.data.species import CZII_SPECIES  # noqa: E402
 from cryoet_monai.data.synthetic import synthesize  # noqa: E402
 
-COLOURS = dict(zip([s.name for s in CZII_SPECIES], ["tab:orange", "tab:pink", "tab:cyan", "tab:green", "tab:purple", "tab:red"]))
+COLOURS = dict(
+    zip([s.name for s in CZII_SPECIES], ["tab:orange", "tab:pink", "tab:cyan", "tab:green", "tab:purple", "tab:red"])
+)
 
 
 def _display(image: np.ndarray, sigma: float) -> tuple[np.ndarray, float, float]:
@@ -42,7 +44,15 @@ def _display(image: np.ndarray, sigma: float) -> tuple[np.ndarray, float, float]
 def _mark(ax, picks, keep, u, v, voxel_size):
     for row in picks[keep].itertuples(index=False):
         radius = next(s.radius for s in CZII_SPECIES if s.name == row.particle_type) / voxel_size
-        ax.add_patch(Circle((getattr(row, u) / voxel_size, getattr(row, v) / voxel_size), radius, fill=False, lw=0.7, color=COLOURS[row.particle_type]))
+        ax.add_patch(
+            Circle(
+                (getattr(row, u) / voxel_size, getattr(row, v) / voxel_size),
+                radius,
+                fill=False,
+                lw=0.7,
+                color=COLOURS[row.particle_type],
+            )
+        )
 
 
 def _legend(fig):
@@ -69,7 +79,11 @@ def slice_figures(tomogram: np.ndarray, picks, voxel_size: float, out: Path, sig
     fig, axes = plt.subplots(2, 1, figsize=(12, 7.5))
     for ax, marked in zip(axes, (False, True)):
         ax.imshow(smooth, cmap="gray", vmin=lo, vmax=hi, origin="lower")
-        ax.set_title(f"XZ slice y={y0} (3-slice average); tilt axis = Y, beam along Z" + (", true particles circled" if marked else ""), fontsize=9)
+        ax.set_title(
+            f"XZ slice y={y0} (3-slice average); tilt axis = Y, beam along Z"
+            + (", true particles circled" if marked else ""),
+            fontsize=9,
+        )
         ax.set_ylabel("z (voxels)")
         if marked:
             _mark(ax, picks, np.abs(picks["y"] / voxel_size - y0) < 4, "x", "z", voxel_size)
@@ -83,7 +97,13 @@ def fft_figure(tomogram: np.ndarray, voxel_size: float, tilt_max: float, out: Pa
     power = np.abs(np.fft.fftshift(np.fft.fftn(tomogram)))[:, ny // 2] ** 2  # central XZ plane (k_y = 0)
     fig, ax = plt.subplots(figsize=(7, 6))
     nyquist = 0.5 / voxel_size
-    ax.imshow(np.log10(power + 1e-6), cmap="magma", origin="lower", aspect="auto", extent=(-nyquist, nyquist, -nyquist, nyquist))
+    ax.imshow(
+        np.log10(power + 1e-6),
+        cmap="magma",
+        origin="lower",
+        aspect="auto",
+        extent=(-nyquist, nyquist, -nyquist, nyquist),
+    )
     k = np.linspace(-nyquist, nyquist, 2)
     slope = np.tan(np.deg2rad(90 - tilt_max))
     for sign in (1, -1):
@@ -92,7 +112,9 @@ def fft_figure(tomogram: np.ndarray, voxel_size: float, tilt_max: float, out: Pa
     ax.set_ylim(-nyquist, nyquist)
     ax.set_xlabel("k_x (1/Å)")
     ax.set_ylabel("k_z (1/Å)")
-    ax.set_title(f"log power, central XZ plane of the 3D FFT; dashed: ±{tilt_max:g}° tilt limits (wedge around k_z)", fontsize=9)
+    ax.set_title(
+        f"log power, central XZ plane of the 3D FFT; dashed: ±{tilt_max:g}° tilt limits (wedge around k_z)", fontsize=9
+    )
     fig.savefig(out / "realism_fft.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
@@ -109,7 +131,9 @@ def detectability(tomogram: np.ndarray, picks, voxel_size: float, templates=None
     scores = {}
     for species in CZII_SPECIES:
         box = particle_density(species.name, voxel_size, np.eye(3), templates=templates)
-        shell = np.round(np.linalg.norm(np.indices(box.shape) - (np.asarray(box.shape)[:, None, None, None] - 1) / 2, axis=0)).astype(int)
+        shell = np.round(
+            np.linalg.norm(np.indices(box.shape) - (np.asarray(box.shape)[:, None, None, None] - 1) / 2, axis=0)
+        ).astype(int)
         kernel = ndimage.mean(box, shell, np.arange(shell.max() + 1))[shell]
         score = signal.fftconvolve(tomogram, (kernel - kernel.mean())[::-1, ::-1, ::-1], mode="same")
         free = spots[np.all(np.linalg.norm(spots[:, None] - xyz[None], axis=-1) > species.radius + 150, axis=1)]
@@ -143,7 +167,10 @@ def main(argv=None) -> None:
     slice_figures(tomogram, picks, voxel_size, out, args.sigma)
     fft_figure(tomogram, voxel_size, 60.0, out)
     print(f"wrote {sorted(p.name for p in out.glob('realism_*.png'))} for {item.id}")
-    print("matched-filter detectability (σ):", {k: round(v, 1) for k, v in detectability(tomogram, picks, voxel_size, args.templates).items()})
+    print(
+        "matched-filter detectability (σ):",
+        {k: round(v, 1) for k, v in detectability(tomogram, picks, voxel_size, args.templates).items()},
+    )
 
 
 if __name__ == "__main__":

@@ -65,7 +65,9 @@ def fraction_boxes(extent: np.ndarray, fraction: float, side: float, rng: np.ran
     count = max(1, int(round(target / side**3)))
     side = (target / count) ** (1 / 3)
     if side > extent.min():
-        raise BudgetError(f"a {fraction:.3g} share needs cubes of {side:.0f} Å, larger than the volume ({extent.min():.0f} Å)")
+        raise BudgetError(
+            f"a {fraction:.3g} share needs cubes of {side:.0f} Å, larger than the volume ({extent.min():.0f} Å)"
+        )
     boxes = []
     for _ in range(100 * count):
         if len(boxes) == count:
@@ -74,7 +76,9 @@ def fraction_boxes(extent: np.ndarray, fraction: float, side: float, rng: np.ran
         if all(np.any((lo >= np.asarray(b[3:])) | (lo + side <= np.asarray(b[:3]))) for b in boxes):
             boxes.append([*lo, *(lo + side)])
     if len(boxes) < count:
-        raise BudgetError(f"could not place {count} non-overlapping {side:.0f} Å boxes in a {extent.round().tolist()} Å volume")
+        raise BudgetError(
+            f"could not place {count} non-overlapping {side:.0f} Å boxes in a {extent.round().tolist()} Å volume"
+        )
     return boxes
 
 
@@ -93,15 +97,17 @@ def draw_fraction(manifest: Manifest, fraction: float, rng: np.random.Generator)
     scored = {c.name for c in manifest.classes if c.weight > 0}
     present = set().union(*(set(classes) for _, _, _, classes in training))
     if scored - present:
-        raise BudgetError(f"{manifest.path}: scored class(es) {sorted(scored - present)} have no particle in the training split")
+        raise BudgetError(
+            f"{manifest.path}: scored class(es) {sorted(scored - present)} have no particle in the training split"
+        )
     side = 4.0 * float(np.mean([c.radius for c in manifest.classes]))
     for _ in range(MAX_DRAWS):
         boxes = [fraction_boxes(extent, fraction, side, rng) for _, extent, _, _ in training]
         if scored <= _labelled_classes(training, boxes):
             return boxes
     raise BudgetError(
-        f"{manifest.path}: after {MAX_DRAWS} draws, {fraction:.3g} of the training volume never held a particle of every scored "
-        f"class {sorted(scored)}; use a larger fraction or a shots budget"
+        f"{manifest.path}: after {MAX_DRAWS} draws, {fraction:.3g} of the training volume never held a particle "
+        f"of every scored class {sorted(scored)}; use a larger fraction or a shots budget"
     )
 
 
@@ -114,7 +120,10 @@ def draw_shots(manifest: Manifest, shots: int, rng: np.random.Generator) -> list
     for cls in manifest.classes:
         candidates = [(k, p) for k, (_, _, xyz, classes) in enumerate(training) for p in xyz[classes == cls.name]]
         if len(candidates) < shots and cls.weight > 0:
-            raise BudgetError(f"{manifest.path}: class '{cls.name}' has {len(candidates)} particle(s) in the training split, fewer than {shots} shots")
+            raise BudgetError(
+                f"{manifest.path}: class '{cls.name}' has {len(candidates)} particle(s) in the training split, "
+                f"fewer than {shots} shots"
+            )
         half = 0.5 * SHOT_BOX_FACTOR * cls.radius
         for pick in rng.permutation(len(candidates))[:shots]:
             k, xyz = candidates[pick]
@@ -124,7 +133,9 @@ def draw_shots(manifest: Manifest, shots: int, rng: np.random.Generator) -> list
     return boxes
 
 
-def budget_manifest(manifest_path, out_path, fraction: float | None = None, shots: int | None = None, seed: int = 0) -> Path:
+def budget_manifest(
+    manifest_path, out_path, fraction: float | None = None, shots: int | None = None, seed: int = 0
+) -> Path:
     """Write a copy of a manifest whose training items are annotated only inside budget boxes.
 
     Args:

@@ -62,8 +62,12 @@ class Microscope:
 
     def tilt_angles(self) -> np.ndarray:
         """Tilt angles in degrees, ``tilt_min`` to ``tilt_max`` inclusive."""
-        if not (self.tilt_step > 0 and self.tilt_min < self.tilt_max and max(abs(self.tilt_min), abs(self.tilt_max)) < 90):
-            raise ValueError(f"invalid tilt range {self.tilt_min}..{self.tilt_max} step {self.tilt_step} (degrees, |angle| < 90)")
+        if not (
+            self.tilt_step > 0 and self.tilt_min < self.tilt_max and max(abs(self.tilt_min), abs(self.tilt_max)) < 90
+        ):
+            raise ValueError(
+                f"invalid tilt range {self.tilt_min}..{self.tilt_max} step {self.tilt_step} (degrees, |angle| < 90)"
+            )
         n = int(np.floor((self.tilt_max - self.tilt_min) / self.tilt_step + 1e-6)) + 1
         return self.tilt_min + self.tilt_step * np.arange(n)
 
@@ -111,7 +115,10 @@ def project(volume: torch.Tensor, angles: np.ndarray, slab: int = 64) -> torch.T
         rows = volume[:, y0 : y0 + slab].permute(1, 0, 2).unsqueeze(0).contiguous()  # [1, y, z, x]
         for t, angle in enumerate(np.deg2rad(angles)):
             x = (uc[None, :] - zc[:, None] * np.sin(angle)) / np.cos(angle)  # [z, u]: where each ray crosses plane z
-            grid = torch.stack([2 * (x + (nx - 1) / 2) / (nx - 1) - 1, (2 * (zc + (nz - 1) / 2) / (nz - 1) - 1)[:, None].expand_as(x)], -1)
+            grid = torch.stack(
+                [2 * (x + (nx - 1) / 2) / (nx - 1) - 1, (2 * (zc + (nz - 1) / 2) / (nz - 1) - 1)[:, None].expand_as(x)],
+                -1,
+            )
             sampled = F.grid_sample(rows, grid[None], mode="bilinear", padding_mode="zeros", align_corners=True)
             images[t, y0 : y0 + slab] = sampled[0].sum(1) / np.cos(angle)
     return images
@@ -175,9 +182,17 @@ def tilt_series(
     phase *= interaction_constant(microscope.voltage) * voxel_size
     defocus = microscope.defocus + rng.uniform(-1, 1) * microscope.defocus_spread
     ctf = calculate_ctf_2d(
-        defocus=torch.full((n,), float(defocus)), astigmatism=0.0, astigmatism_angle=0.0, voltage=microscope.voltage,
-        spherical_aberration=microscope.spherical_aberration, amplitude_contrast=microscope.amplitude_contrast,
-        phase_shift=0.0, pixel_size=voxel_size, image_shape=(ny, nx), rfft=True, fftshift=False,
+        defocus=torch.full((n,), float(defocus)),
+        astigmatism=0.0,
+        astigmatism_angle=0.0,
+        voltage=microscope.voltage,
+        spherical_aberration=microscope.spherical_aberration,
+        amplitude_contrast=microscope.amplitude_contrast,
+        phase_shift=0.0,
+        pixel_size=voxel_size,
+        image_shape=(ny, nx),
+        rfft=True,
+        fftshift=False,
     ).float()
     frequency = np.hypot(np.fft.fftfreq(ny)[:, None], np.fft.rfftfreq(nx)[None, :]) / voxel_size
     per_tilt = microscope.dose / n
@@ -193,7 +208,9 @@ def tilt_series(
     return torch.fft.irfft2(torch.fft.rfft2(images) * antialias(ny, nx), s=(ny, nx)), angles, ctf
 
 
-def reconstruct(images: torch.Tensor, angles: np.ndarray, nz: int, ctf: torch.Tensor | None = None, slab: int = 64) -> np.ndarray:
+def reconstruct(
+    images: torch.Tensor, angles: np.ndarray, nz: int, ctf: torch.Tensor | None = None, slab: int = 64
+) -> np.ndarray:
     """Weighted back-projection of tilt images ``[tilt, y, x]`` into a ``[z, y, x]`` float32 volume.
 
     Args:
@@ -209,7 +226,9 @@ def reconstruct(images: torch.Tensor, angles: np.ndarray, nz: int, ctf: torch.Te
     return backproject(r_weight(images), angles, nz, slab).numpy()
 
 
-def simulate_tomogram(potential: np.ndarray, voxel_size: float, microscope: Microscope, rng: np.random.Generator, ice_thickness=None) -> np.ndarray:
+def simulate_tomogram(
+    potential: np.ndarray, voxel_size: float, microscope: Microscope, rng: np.random.Generator, ice_thickness=None
+) -> np.ndarray:
     """Tilt series + reconstruction of a potential ``[z, y, x]`` (V); returns a normalised float32 tomogram.
 
     Args:

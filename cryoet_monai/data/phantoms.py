@@ -65,7 +65,9 @@ def _ribosome(p, w):
 
 
 def _thyroglobulin(p, w):
-    return np.maximum(_ellipsoid(p, (0.0, 24.0, 0.0), (95.0, 28.0, 30.0), w), _ellipsoid(p, (0.0, -24.0, 0.0), (95.0, 28.0, 30.0), w))
+    return np.maximum(
+        _ellipsoid(p, (0.0, 24.0, 0.0), (95.0, 28.0, 30.0), w), _ellipsoid(p, (0.0, -24.0, 0.0), (95.0, 28.0, 30.0), w)
+    )
 
 
 def _beta_galactosidase(p, w):
@@ -207,7 +209,9 @@ def vesicle(radius: float, voxel_size: float, offset_zyx=(0.0, 0.0, 0.0)) -> np.
     head, tail = _smoothed_width(5.0, voxel_size), _smoothed_width(7.0, voxel_size)
     leaflets = sum(np.exp(-0.5 * ((r - radius - s) / head) ** 2) for s in (-20.0, 20.0))
     # Gaussian profiles scaled so that each integrates across the membrane to the same mass at any voxel size
-    profile = LIPID_HEAD_DENSITY * (5.0 / head) * leaflets + LIPID_TAIL_DENSITY * (7.0 / tail) * np.exp(-0.5 * ((r - radius) / tail) ** 2)
+    profile = LIPID_HEAD_DENSITY * (5.0 / head) * leaflets + LIPID_TAIL_DENSITY * (7.0 / tail) * np.exp(
+        -0.5 * ((r - radius) / tail) ** 2
+    )
     return profile.astype(np.float32)
 
 

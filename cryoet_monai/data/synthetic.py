@@ -62,9 +62,27 @@ _COMMON = {
     "ice_texture": 0.3,  # std of the ice's structural noise (15 Å Gaussian field), relative to protein
 }
 PRESETS: dict[str, dict] = {
-    "tiny": {**_COMMON, "shape": (64, 64, 32), "voxel_size": 25.0, "splits": {"training": 1, "unlabeled": 1, "validation": 1, "test": 1}, "vesicles": (0, 1), "gold": (1, 2)},
-    "czii-bin2": {**_COMMON, "shape": (315, 315, 92), "voxel_size": 2 * CZII_VOXEL_SIZE, "splits": {s: len(r) for s, r in CZII_RUN_SPLITS.items()}},
-    "czii": {**_COMMON, "shape": CZII_SHAPE_XYZ, "voxel_size": CZII_VOXEL_SIZE, "splits": {s: len(r) for s, r in CZII_RUN_SPLITS.items()}, "slab": 32},
+    "tiny": {
+        **_COMMON,
+        "shape": (64, 64, 32),
+        "voxel_size": 25.0,
+        "splits": {"training": 1, "unlabeled": 1, "validation": 1, "test": 1},
+        "vesicles": (0, 1),
+        "gold": (1, 2),
+    },
+    "czii-bin2": {
+        **_COMMON,
+        "shape": (315, 315, 92),
+        "voxel_size": 2 * CZII_VOXEL_SIZE,
+        "splits": {s: len(r) for s, r in CZII_RUN_SPLITS.items()},
+    },
+    "czii": {
+        **_COMMON,
+        "shape": CZII_SHAPE_XYZ,
+        "voxel_size": CZII_VOXEL_SIZE,
+        "splits": {s: len(r) for s, r in CZII_RUN_SPLITS.items()},
+        "slab": 32,
+    },
 }
 """Presets. ``shape`` is ``(x, y, z)`` voxels; ``voxel_size`` Å; ``splits`` items per split. Any key of a preset or
 field of :class:`~cryoet_monai.data.microscope.Microscope` (``tilt_min``, ``tilt_max``, ``tilt_step``, ``dose``,
@@ -90,7 +108,9 @@ def resolve_settings(preset: str, overrides: dict) -> dict:
     settings = dict(PRESETS[preset])
     unknown = set(overrides) - set(settings) - MICROSCOPE_FIELDS - {"n_tomograms"}
     if unknown:
-        raise ValueError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(set(settings) | MICROSCOPE_FIELDS | {'n_tomograms'})}")
+        raise ValueError(
+            f"unknown setting(s) {sorted(unknown)}; known: {sorted(set(settings) | MICROSCOPE_FIELDS | {'n_tomograms'})}"
+        )
     settings.update(overrides)
     if "n_tomograms" in settings:
         settings["splits"] = split_sizes(int(settings.pop("n_tomograms")))
@@ -193,17 +213,23 @@ def _free_spot(extent, particles_xyz, particle_radii, radius, z_range, rng, trie
         return None
     for _ in range(tries):
         centre = np.array([rng.uniform(0, extent[0]), rng.uniform(0, extent[1]), rng.uniform(lo, hi)])
-        if not len(particles_xyz) or np.all(np.linalg.norm(particles_xyz - centre, axis=1) > particle_radii + radius + 10.0):
+        if not len(particles_xyz) or np.all(
+            np.linalg.norm(particles_xyz - centre, axis=1) > particle_radii + radius + 10.0
+        ):
             return centre
     return None
 
 
-def build_potential(shape_xyz, voxel_size, particles: pd.DataFrame, bottom, top, settings, rng, templates=None) -> np.ndarray:
+def build_potential(
+    shape_xyz, voxel_size, particles: pd.DataFrame, bottom, top, settings, rng, templates=None
+) -> np.ndarray:
     """Potential above ice (V, ``[z, y, x]``): particles, vesicles, gold beads and ice texture."""
     nx, ny, nz = shape_xyz
     density = np.zeros((nz, ny, nx), dtype=np.float32)
     rotations = Rotation.random(max(len(particles), 1), random_state=rng).as_matrix()
-    for (name, x, y, z), rotation in zip(particles[["particle_type", "x", "y", "z"]].itertuples(index=False), rotations):
+    for (name, x, y, z), rotation in zip(
+        particles[["particle_type", "x", "y", "z"]].itertuples(index=False), rotations
+    ):
         phantoms.render_particle(density, name, np.array([z, y, x]) / voxel_size, voxel_size, rotation, templates)
 
     extent = np.asarray(shape_xyz) * voxel_size
@@ -215,7 +241,9 @@ def build_potential(shape_xyz, voxel_size, particles: pd.DataFrame, bottom, top,
         if r_hi < r_lo:
             break
         radius = rng.uniform(r_lo, r_hi)
-        centre = _free_spot(extent, xyz, radii, radius + 30.0, (float(bottom.max()) + radius + 30, float(top.min()) - radius - 30), rng)
+        centre = _free_spot(
+            extent, xyz, radii, radius + 30.0, (float(bottom.max()) + radius + 30, float(top.min()) - radius - 30), rng
+        )
         if centre is not None:
             _paste_at(density, phantoms.vesicle(radius, voxel_size, _offset(centre, voxel_size)), centre, voxel_size)
             xyz, radii = np.vstack([xyz, centre]), np.append(radii, radius + 30.0)
@@ -250,7 +278,9 @@ def _paste_at(volume, box, centre_xyz, voxel_size):
     phantoms.paste(volume, box, np.round(np.asarray(centre_xyz)[::-1] / voxel_size))
 
 
-def make_tomogram(item_id: str, rng: np.random.Generator, settings: dict, templates=None, layout=None) -> tuple[np.ndarray, pd.DataFrame]:
+def make_tomogram(
+    item_id: str, rng: np.random.Generator, settings: dict, templates=None, layout=None
+) -> tuple[np.ndarray, pd.DataFrame]:
     """One synthetic tomogram (normalised ``[z, y, x]`` float32) and its picks table (Å).
 
     Args:
@@ -271,7 +301,9 @@ def make_tomogram(item_id: str, rng: np.random.Generator, settings: dict, templa
     potential = build_potential(shape, voxel_size, particles, bottom, top, settings, rng, templates)
     microscope = Microscope(**{k: v for k, v in settings.items() if k in MICROSCOPE_FIELDS})
     tomogram = simulate_tomogram(potential, voxel_size, microscope, rng, ice_thickness=top - bottom)
-    picks = make_picks(item_id, particles["particle_type"].to_numpy(), particles[["x", "y", "z"]].to_numpy(), 1.0, ndim=3)
+    picks = make_picks(
+        item_id, particles["particle_type"].to_numpy(), particles[["x", "y", "z"]].to_numpy(), 1.0, ndim=3
+    )
     return tomogram, picks
 
 
@@ -284,7 +316,9 @@ def _finished(image: Path, picks: Path, shape_xyz) -> bool:
         return False
 
 
-def synthesize(out_dir, preset: str = "tiny", seed: int = 0, templates=None, layout=None, progress: bool = True, **overrides) -> Path:
+def synthesize(
+    out_dir, preset: str = "tiny", seed: int = 0, templates=None, layout=None, progress: bool = True, **overrides
+) -> Path:
     """Write ``tomograms/<id>.mrc``, ``picks/<id>.csv`` and ``manifest.json`` into ``out_dir``; return the manifest path.
 
     Args:
@@ -320,7 +354,12 @@ def synthesize(out_dir, preset: str = "tiny", seed: int = 0, templates=None, lay
 
     ids = assign_items(settings["splits"], layout)
     ordered = [i for s in SPLITS for i in ids[s]]
-    manifest = Manifest(f"synthetic-{preset}", 3, settings["voxel_size"], [ParticleClass(s.name, s.radius, s.weight) for s in CZII_SPECIES])
+    manifest = Manifest(
+        f"synthetic-{preset}",
+        3,
+        settings["voxel_size"],
+        [ParticleClass(s.name, s.radius, s.weight) for s in CZII_SPECIES],
+    )
     for index, item_id in enumerate(ordered):
         image, picks_path = out_dir / "tomograms" / f"{item_id}.mrc", out_dir / "picks" / f"{item_id}.csv"
         if reuse and _finished(image, picks_path, settings["shape"]):
@@ -332,10 +371,19 @@ def synthesize(out_dir, preset: str = "tiny", seed: int = 0, templates=None, lay
         write_mrc(image, tomogram, settings["voxel_size"])
         write_picks(picks, picks_path)
         if progress:
-            print(f"synth: {item_id} ({index + 1}/{len(ordered)}, {len(picks)} particles) {time.perf_counter() - start:.1f} s", flush=True)
+            print(
+                f"synth: {item_id} ({index + 1}/{len(ordered)}, {len(picks)} particles) {time.perf_counter() - start:.1f} s",
+                flush=True,
+            )
     for split in SPLITS:
         manifest.splits[split] = [
-            Item(i, (out_dir / "tomograms" / f"{i}.mrc").resolve(), None if split == "unlabeled" else (out_dir / "picks" / f"{i}.csv").resolve(), None, settings["voxel_size"])
+            Item(
+                i,
+                (out_dir / "tomograms" / f"{i}.mrc").resolve(),
+                None if split == "unlabeled" else (out_dir / "picks" / f"{i}.csv").resolve(),
+                None,
+                settings["voxel_size"],
+            )
             for i in ids[split]
         ]
     return manifest.save(out_dir / "manifest.json")
