@@ -160,3 +160,27 @@ def test_select_exemplars_is_reproducible_and_respects_the_margin():
     assert one["x"].between(40, 459).all()
     with pytest.raises(ValueError):
         select_exemplars(picks, "b", 3)
+
+
+def test_refine_peaks_finds_the_sub_grid_maximum():
+    from cryoet_monai.inference.exemplar import refine_peaks
+
+    yy, xx = np.mgrid[0:20, 0:20]
+    centre = (7.3, 11.8)
+    sampled = np.exp(-((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) / (2 * 2.0**2))
+    refined = refine_peaks(sampled, np.array([[7, 12]]))
+    np.testing.assert_allclose(refined[0], centre, atol=0.1)
+    # a peak on the border stays where it is along that axis
+    assert refine_peaks(sampled, np.array([[0, 12]]))[0, 0] == 0.0
+
+
+def test_exemplar_jitter_changes_training_views_only():
+    torch.manual_seed(0)
+    net = tiny_mae().eval()
+    image = torch.randn(1, 96, 96)
+    picks = make_picks("m", "p", [[40.0, 40.0], [60.0, 50.0]], ndim=2)
+    exemplars = ExemplarSet(image, picks, (96, 96), (48, 48), 16, jitter=3)
+    with torch.no_grad():
+        plain = exemplars.embeddings(net)
+        assert torch.equal(plain, exemplars.embeddings(net))
+        assert exemplars.embeddings(net, views=True).shape == plain.shape

@@ -17,7 +17,8 @@ with ``mean`` (default: an average of many weak matches is steadier than one), `
 match: for heterogeneous views) or ``prototype`` (cosine to the normalised mean embedding).
 
 Threshold (density-based, :func:`density_threshold`). Candidate picks are the local maxima of the
-similarity map at least ``nms_radius_scale × radius`` apart. Their scores mix two populations,
+similarity map at least ``nms_radius_scale × radius`` apart, each moved to the vertex of the parabola
+through it and its neighbours along every axis (sub-grid position, :func:`refine_peaks`). Their scores mix two populations,
 particles (high) and background maxima (low). ``otsu`` picks the cut that maximises the between-class
 variance of the score histogram (Otsu 1979); ``valley`` the lowest point of a Gaussian kernel-density
 estimate of the scores between its two highest modes (falls back to Otsu for a unimodal density).
@@ -119,9 +120,13 @@ class ExemplarSet:
         window: the network's ``img_size``.
         patch: the network's patch size.
         voxel_size: Å per voxel of the original tomogram (3D picks are in Å); 1 for micrographs.
+        jitter: in training views, each window is cut at a uniformly random offset of up to ± ``jitter`` pixels
+            per axis, so the exemplar embedding tolerates particles off a token centre (as on a coarse grid).
     """
 
-    def __init__(self, image, exemplars: pd.DataFrame, original_shape: Sequence[int], window, patch, voxel_size: float = 1.0) -> None:
+    def __init__(
+        self, image, exemplars: pd.DataFrame, original_shape: Sequence[int], window, patch, voxel_size: float = 1.0, jitter: float = 0.0
+    ) -> None:
         image = torch.as_tensor(image, dtype=torch.float32)
         ndim = image.ndim - 1
         self.window = tuple(int(w) for w in np.broadcast_to(window, (ndim,)))
@@ -129,15 +134,21 @@ class ExemplarSet:
         if len(exemplars) < 2:
             raise ValueError(f"need at least 2 exemplars, got {len(exemplars)}")
         coords = exemplars[coord_columns(ndim)].to_numpy(float) / (voxel_size if ndim == 3 else 1.0)
-        centres_xy = to_rescaled(coords, tuple(original_shape), tuple(image.shape[1:]))
-        self.windows = crop_windows(image, centres_xy[:, ::-1], self.window, self.patch)
+        self.image, self.jitter = image, float(jitter)
+        self.centres = to_rescaled(coords, tuple(original_shape), tuple(image.shape[1:]))[:, ::-1]
+        self.windows = crop_windows(image, self.centres, self.window, self.patch)
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def embeddings(self, network, views: bool = False) -> torch.Tensor:
-        """``(E, D)`` middle-token embeddings; with ``views`` each window first gets a random flip / 90° rotation."""
-        windows = self.windows.to(next(network.parameters()).device)
+        """``(E, D)`` middle-token embeddings; with ``views`` each window is cut with a random jitter and gets a
+        random flip / 90° rotation."""
+        windows = self.windows
+        if views and self.jitter > 0:
+            shift = np.random.default_rng(int(torch.randint(2**31, ()))).uniform(-self.jitter, self.jitter, self.centres.shape)
+            windows = crop_windows(self.image, self.centres + shift, self.window, self.patch)
+        windows = windows.to(next(network.parameters()).device)
         if views:
             windows = torch.stack([random_dihedral(w) for w in windows])
         return centre_tokens(network.encode(windows))
@@ -213,6 +224,27 @@ def similarity_map(network, image: torch.Tensor, exemplar_embeddings: torch.Tens
                 )
                 fine[index] = sim
     return fine[tuple(slice(0, g) for g in grid)]
+
+
+def refine_peaks(volume: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Sub-grid peak positions: per axis, the vertex of the parabola through a peak and its two neighbours.
+
+    Args:
+        volume: the map the integer ``points`` (``(N, d)``, array order) are maxima of.
+        points: integer peak positions.
+    """
+    points = np.asarray(points, dtype=int).reshape(-1, volume.ndim)
+    refined = points.astype(float)
+    for axis in range(volume.ndim):
+        lower, upper = points.copy(), points.copy()
+        lower[:, axis] = np.maximum(points[:, axis] - 1, 0)
+        upper[:, axis] = np.minimum(points[:, axis] + 1, volume.shape[axis] - 1)
+        left, mid, right = (volume[tuple(p.T)] for p in (lower, points, upper))
+        curvature = left - 2 * mid + right
+        inside = (lower[:, axis] != points[:, axis]) & (upper[:, axis] != points[:, axis]) & (curvature < 0)
+        offset = np.where(inside, 0.5 * (left - right) / np.where(inside, curvature, 1.0), 0.0)
+        refined[:, axis] += np.clip(offset, -0.5, 0.5)
+    return refined
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
@@ -300,7 +332,8 @@ class SimilarityToPicks(Transform):
         min_distance = self.nms_radius_scale * self.radius * scale / self.stride
         heatmap = sim[None, None] if ndim == 2 else sim[None]
         points, _, scores = find_peaks(heatmap, min_distance=min_distance, thresholds=-1.0, smoothing=0.0)
-        points, scores = points.numpy()[:, 3 - ndim :], scores.numpy()
+        points = refine_peaks(sim.numpy(), points.numpy()[:, 3 - ndim :].astype(int))
+        scores = scores.numpy()
         keep = scores >= density_threshold(scores, self.threshold) if len(scores) else np.zeros(0, dtype=bool)
         centres_xy = to_original(grid_to_pixels(points[keep], self.stride)[:, ::-1], original_shape, rescaled_shape)
         inside = np.all((centres_xy >= -0.5) & (centres_xy <= np.asarray(original_shape)[::-1] - 0.5), axis=1)
