@@ -95,3 +95,19 @@ def test_configs_parse_with_the_common_ids(config, tmp_path):
         assert key in parser.config
     assert "split" in parser.config or config == "pretrain"
     assert Path(parser.get_parsed_content("bundle_root")) == bundle_dir("sasi")
+
+
+def test_ablation_switches_remove_their_parts(tmp_path):
+    from monai.bundle import ConfigParser
+
+    from cryoet_monai.engines.consistency import ConsistencyGuidance
+    from cryoet_monai.transforms.infill import RandVolumeInfilld
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.yaml"))
+    parser.update({"manifest": str(_manifest(tmp_path)), "output_dir": str(tmp_path / "out"), "consistency#weight": 0.0, "infill#enabled": False})
+    handlers = parser.get_parsed_content("train#handlers")
+    assert handlers and all(h is not None for h in handlers)
+    assert not any(isinstance(h, ConsistencyGuidance) for h in handlers)
+    augmentation = parser.get_parsed_content("train#augmentation")
+    assert not any(isinstance(t, RandVolumeInfilld) for t in augmentation)
