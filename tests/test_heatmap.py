@@ -117,3 +117,15 @@ def test_load_picks_to_voxels(tmp_path):
         LoadPicksd(classes=["apo"])({"id": "TS_1", "picks": str(path), "voxel_size": 10.0})
     with pytest.raises(ValueError, match="classes"):
         LoadPicksd()
+
+
+def test_load_picks_keeps_only_annotated_particles(tmp_path):
+    from cryoet_monai.data.picks import make_picks, write_picks
+    from cryoet_monai.transforms.picks import LoadPicksd
+
+    path = write_picks(make_picks("TS_1", ["a", "b", "a"], np.array([[100.0, 100, 100], [500, 500, 100], [120, 90, 110]])), tmp_path / "p.csv")
+    data = {"id": "TS_1", "picks": str(path), "voxel_size": 10.0, "annotated": [[0, 0, 0, 200, 200, 200]]}
+    out = LoadPicksd(classes=["a", "b"])(data)
+    np.testing.assert_allclose(out["points"], [[10, 10, 10], [11, 9, 12]])
+    assert out["labels"].tolist() == [0, 0]
+    assert len(LoadPicksd(classes=["a", "b"])({**data, "annotated": None})["points"]) == 3

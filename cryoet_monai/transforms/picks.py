@@ -9,6 +9,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
+from cryoet_monai.data.manifest import inside_boxes
 from cryoet_monai.data.picks import read_picks
 
 
@@ -16,8 +17,9 @@ class LoadPicksd(MapTransform):
     """Read the picks of one tomogram as voxel ``(z, y, x)`` points and class indices.
 
     The file named by ``d[key]`` (a path, or None for an item without picks) is read with
-    :func:`~cryoet_monai.data.picks.read_picks`; rows of other experiments than ``d["id"]`` are
-    dropped; Å positions become voxel coordinates with ``d["voxel_size"]`` (or the loaded image's
+    :func:`~cryoet_monai.data.picks.read_picks`; rows of other experiments than ``d["id"]`` and
+    picks outside the item's ``annotated`` boxes (``d["annotated"]``; there the labels are not known,
+    as for a lab that annotated only inside the boxes) are dropped; Å positions become voxel coordinates with ``d["voxel_size"]`` (or the loaded image's
     ``meta["voxel_size"]``). Writes ``d[points_key]`` float32 ``(N, 3)`` and ``d[labels_key]``
     int64 ``(N,)``, the index of each pick's class in ``classes``.
 
@@ -58,6 +60,7 @@ class LoadPicksd(MapTransform):
                 unknown = sorted(set(picks["particle_type"]) - set(self.classes))
                 if unknown:
                     raise ValueError(f"{path}: class(es) {unknown} are not among the declared classes {self.classes}")
+                picks = picks[inside_boxes(picks[["x", "y", "z"]].to_numpy(), d.get("annotated"))]
                 voxel_size = data_voxel_size(d, source=str(path))
                 points = (picks[["z", "y", "x"]].to_numpy(dtype=np.float64) / voxel_size).astype(np.float32)
                 labels = np.asarray([self.classes.index(c) for c in picks["particle_type"]], dtype=np.int64)
