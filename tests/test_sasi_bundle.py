@@ -105,7 +105,7 @@ def test_ablation_switches_remove_their_parts(tmp_path):
 
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "train.yaml"))
-    parser.update({"manifest": str(_manifest(tmp_path)), "output_dir": str(tmp_path / "out"), "consistency#weight": 0.0, "infill#enabled": False})
+    parser.update({"manifest": str(_manifest(tmp_path)), "output_dir": str(tmp_path / "out"), "consistency#weight": 0.0, "infill#enabled": False, "use_pretrained": False})
     handlers = parser.get_parsed_content("train#handlers")
     assert handlers and all(h is not None for h in handlers)
     assert not any(isinstance(h, ConsistencyGuidance) for h in handlers)

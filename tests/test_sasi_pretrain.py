@@ -66,5 +66,7 @@ def test_encoder_weights_load_into_a_fresh_unet(tmp_path):
     assert torch.equal(unet.final_conv.weight, decoder_before)
     assert UNetEncoder(unet)(torch.zeros(1, 1, 32, 32, 32)).shape == (1, 16, 2, 2, 2)
     assert load_pretrained_encoder(unet, None) is unet
+    with pytest.raises(FileNotFoundError, match="pretrain.yaml"):
+        load_pretrained_encoder(unet, tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="not an encoder"):
         load_pretrained_encoder(segmentation_unet(3), tmp_path / "encoder.pt")

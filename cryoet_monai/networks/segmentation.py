@@ -61,10 +61,13 @@ def load_pretrained_encoder(network: BasicUNet, path: str | Path | None, key: st
         key: the entry of the checkpoint dict holding the encoder.
 
     Raises:
+        FileNotFoundError: when there is no checkpoint at ``path``.
         ValueError: when the checkpoint does not fit the encoder (different features).
     """
     if path is None:
         return network
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no pre-trained encoder at {path}: run the bundle's pretrain.yaml first, or train with --use_pretrained false")
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get(key, state)
     encoder = UNetEncoder(network)
