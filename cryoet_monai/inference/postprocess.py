@@ -68,7 +68,7 @@ class HeatmapToPicksd(MapTransform):
     """Dictionary version of :class:`HeatmapToPicks` for a bundle's post-processing.
 
     Args:
-        keys: the heatmap logits key (one key).
+        keys: the heatmap logits key (exactly one).
         class_names: see :class:`HeatmapToPicks`.
         radii_angstrom: see :class:`HeatmapToPicks`.
         thresholds: see :class:`HeatmapToPicks`.
@@ -92,6 +92,8 @@ class HeatmapToPicksd(MapTransform):
         picks_key: str = "pred_picks",
     ):
         super().__init__(keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"HeatmapToPicksd reads exactly one heatmap key, got {self.keys}")
         self.to_picks = HeatmapToPicks(class_names, radii_angstrom, thresholds, nms_radius_scale, max_peaks)
         self.id_key = id_key
         self.voxel_size_key = voxel_size_key
@@ -100,6 +102,6 @@ class HeatmapToPicksd(MapTransform):
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         voxel_size = float(torch.as_tensor(d[self.voxel_size_key]).reshape(-1)[0])
-        tables = [self.to_picks(d[key], str(d[self.id_key]), voxel_size) for key in self.key_iterator(d)]
-        d[self.picks_key] = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
+        for key in self.key_iterator(d):
+            d[self.picks_key] = self.to_picks(d[key], str(d[self.id_key]), voxel_size)
         return d
