@@ -19,9 +19,10 @@ import yaml
 
 TRUSTED_MODULES = ("monai", "torch", "cryoet_monai")
 SAFE_STDLIB = {
-    "os": {f"os.path.{f}" for f in "join exists isfile isdir dirname basename abspath splitext expanduser".split()} | {"os.getcwd", "os.sep"},
+    "os": {f"os.path.{f}" for f in "join exists isfile isdir dirname basename abspath splitext expanduser".split()}
+    | {"os.getcwd", "os.sep", "os.environ", "os.environ.get"},
     "copy": {"copy.copy", "copy.deepcopy"},
-    "json": {"json.loads"},
+    "json": {"json.loads", "json.dumps"},
 }
 SAFE_BUILTINS = frozenset(
     "len list tuple dict set range int float str bool min max sum abs round zip enumerate sorted reversed isinstance any all print None True False".split()
@@ -75,14 +76,32 @@ def _dotted(node: ast.AST, parents: dict) -> str:
     return name
 
 
-def _expression_problem(code: str) -> str | None:
-    code = re.sub(r"@[\w#]+", "__ref_", code)
+def _parse(code: str):
+    return ast.parse(re.sub(r"@[\w#]+", "__ref_", code).strip(), mode="exec")
+
+
+def trusted_aliases(expressions) -> set[str]:
+    """Names bound by ``import trusted.module as name`` anywhere in a config."""
+    names = set()
+    for code in expressions:
+        try:
+            tree = _parse(code)
+        except SyntaxError:
+            continue
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Import):
+                names |= {a.asname for a in n.names if a.asname and _trusted_module(a.name)}
+    return names
+
+
+def _expression_problem(code: str, aliases=frozenset()) -> str | None:
     try:
-        tree = ast.parse(code.strip(), mode="exec")
+        tree = _parse(code)
     except SyntaxError as err:
         return f"does not parse ({err.msg})"
     parents = {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
     defined = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    defined |= {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
     for n in ast.walk(tree):
         if isinstance(n, ast.Import):
             bad = [a.name for a in n.names if not (_trusted_module(a.name) or a.name in SAFE_STDLIB)]
@@ -94,7 +113,7 @@ def _expression_problem(code: str) -> str | None:
             return f"uses dunder attribute '{n.attr}'"
         elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
             name = n.id
-            if name.startswith("__ref_") or name in defined or name in TRUSTED_MODULES or name in SAFE_BUILTINS:
+            if name.startswith("__ref_") or name in defined or name in aliases or name in TRUSTED_MODULES or name in SAFE_BUILTINS:
                 continue
             if name in SAFE_STDLIB and _dotted(n, parents) in SAFE_STDLIB[name]:
                 continue
@@ -113,9 +132,11 @@ def audit_config(data: dict, source: str = "config") -> list[str]:
     Returns:
         One line per finding: ``file: id: kind `text` — why``; empty when the config is clean.
     """
+    entries = list(_walk(data, ""))
+    aliases = trusted_aliases(text for _, kind, text in entries if kind == "expression")
     findings = []
-    for where, kind, text in _walk(data, ""):
-        problem = _target_problem(text) if kind == "_target_" else _expression_problem(text)
+    for where, kind, text in entries:
+        problem = _target_problem(text) if kind == "_target_" else _expression_problem(text, aliases)
         if problem:
             findings.append(f"{source}: {where or '<root>'}: {kind} `{text.strip()}` — {problem}")
     return findings

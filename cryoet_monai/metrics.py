@@ -124,3 +124,17 @@ def format_score_table(result: dict, manifest: Manifest | None = None) -> str:
     lines.append("-" * len(header))
     lines.append(f"CZII score (weighted F-beta): {result['score']:.4f}    mean F1 (scored classes): {result['mean_f1']:.4f}")
     return "\n".join(lines)
+
+
+def write_score(result: dict, path) -> dict:
+    """Write a :func:`score_picks` result as JSON (atomically); returns the result."""
+    import json
+    from pathlib import Path
+
+    from cryoet_monai.data.atomic import atomic_path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    return result

@@ -22,11 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
         ({"x": "$open('/etc/passwd').read()"}, "'open' (a builtin)"),
         ({"x": "$eval('1')"}, "'eval' (a builtin)"),
         ({"x": {"_target_": "NoSuchComponent"}}, "not a MONAI component"),
+        ({"imports": ["$import subprocess as sp"], "x": "$sp.run('id')"}, "imports ['subprocess']"),
+        ({"x": "$lambda p: sp.run(p)"}, "uses 'sp'"),
     ],
 )
 def test_dangerous_entries_are_listed(config, flagged):
     findings = audit_config(config, "c.yaml")
-    assert len(findings) == 1 and flagged in findings[0] and findings[0].startswith("c.yaml: ")
+    assert findings and flagged in findings[0] and all(f.startswith("c.yaml: ") for f in findings)
 
 
 def test_ordinary_bundle_entries_pass():
@@ -38,6 +40,9 @@ def test_ordinary_bundle_entries_pass():
         "n": "$len(@class_names) + max(@a#b, 1)",
         "teacher": "$copy.deepcopy(@network)",
         "m": "$cryoet_monai.data.load_manifest(@manifest)",
+        "imports2": ["$import torch.distributed as dist"],
+        "rank": "$dist.get_rank() if dist.is_initialized() else int(os.environ.get('RANK', 0))",
+        "f": "$lambda path: cryoet_monai.data.readers.read_image(path)[0]",
     }
     assert audit_config(clean) == []
 
