@@ -1,0 +1,63 @@
+"""Picking pieces: view-averaged sliding windows, heatmap → picks in Å, per-class threshold tuning."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cryoet_monai.data.manifest import load_manifest
+from cryoet_monai.data.picks import make_picks, write_picks
+from cryoet_monai.data.readers import write_mrc
+from cryoet_monai.inference.postprocess import HeatmapToPicks
+from cryoet_monai.inference.sliding_window import ViewAveragingInferer, heatmap_inferer
+from cryoet_monai.inference.thresholds import apply_thresholds, load_thresholds, save_thresholds, tune_thresholds
+from cryoet_monai.transforms.heatmap import render_heatmap
+
+
+def test_view_averaging_is_exact_for_equivariant_network_and_maps_back():
+    image = torch.randn(1, 1, 8, 16, 16)
+    inferer = heatmap_inferer(roi_size=(8, 8, 8), overlap=0.5, mode="constant", views=[0, 1, 5, 9, 14], sw_device="cpu")
+    assert isinstance(inferer, ViewAveragingInferer)
+    assert torch.allclose(inferer(image, lambda x: 2 * x), 2 * image, atol=1e-5)
+
+    def left_half_only(x):
+        out = x.clone()
+        out[..., x.shape[-1] // 2 :] = 0
+        return out
+
+    # each view sees a different half; the average maps every half back to where it came from
+    averaged = ViewAveragingInferer(lambda x, net: net(x), views=[0, 1])(image, left_half_only)
+    assert torch.allclose(averaged, image / 2)
+
+
+def test_heatmap_to_picks_finds_peaks_and_plateaus_once_in_angstrom():
+    shape = (12, 20, 20)
+    heat = render_heatmap([(3, 4, 5), (8, 15, 14)], [0, 0], [1.5, 1.5], shape, 2)
+    logits = 12 * heat - 6
+    logits[1] = -10
+    logits[1, 4:9, 5:10, 5:10] = 30.0  # a saturated plateau: one particle, not 125
+    picks = HeatmapToPicks(["a", "b"], [40.0, 40.0], thresholds=[0.5, 0.5])(logits, "tomo", voxel_size=10.0)
+    a = picks[picks.particle_type == "a"].sort_values("z")
+    assert a[["x", "y", "z"]].to_numpy().tolist() == [[50.0, 40.0, 30.0], [140.0, 150.0, 80.0]]
+    assert (picks.particle_type == "b").sum() == 1
+    assert picks.score.between(0.5, 1.0).all() and (picks.experiment == "tomo").all()
+    strict = HeatmapToPicks(["a", "b"], [40.0, 40.0], thresholds=[0.999, 0.5])(logits, "tomo", voxel_size=10.0)
+    assert (strict.particle_type == "a").sum() == 0
+
+
+def test_tune_thresholds_separates_true_from_false_picks(tmp_path):
+    write_mrc(tmp_path / "t.mrc", np.zeros((10, 30, 30), np.float32), 10.0)
+    truth = np.array([[50.0, 50.0, 50.0], [200.0, 200.0, 50.0]])
+    write_picks(make_picks("t", "a", truth), tmp_path / "t.csv")
+    manifest = {"name": "m", "ndim": 3, "voxel_size": 10.0, "classes": [{"name": "a", "radius": 40.0}, {"name": "b", "radius": 40.0}],
+                "validation": [{"id": "t", "image": "t.mrc", "picks": "t.csv"}]}
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    false = np.array([[120.0, 120.0, 50.0], [250.0, 60.0, 50.0], [60.0, 250.0, 50.0]])
+    picks = make_picks("t", "a", np.vstack([truth, false]), score=[0.9, 0.8, 0.3, 0.2, 0.1])
+    thresholds, result = tune_thresholds(picks, load_manifest(tmp_path / "m.json"), "validation")
+    assert 0.3 < thresholds["a"] <= 0.8
+    assert result["classes"]["a"]["f1"] == pytest.approx(1.0)
+    assert len(apply_thresholds(picks, thresholds)) == 2
+    path = save_thresholds(thresholds, tmp_path / "thresholds.json")
+    assert load_thresholds(path, ["a", "c"], default=0.4) == [pytest.approx(thresholds["a"]), 0.4]
