@@ -70,6 +70,7 @@ def planted(tmp_path_factory):
         "training": [_plant(root, f"train_{k}", k) for k in range(2)],
         "validation": [_plant(root, "val_0", 10)],
         "test": [_plant(root, "test_0", 20)],
+        "unlabeled": [{"id": "unl_0", "image": _plant(root, "unl_0", 30)["image"]}],
     }
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root / "manifest.json"
@@ -109,19 +110,34 @@ def _bundle(config: str, cwd: Path, *args: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_short_training_then_inference_finds_planted_particles(planted, tmp_path):
-    train_dir, pick_dir = tmp_path / "train", tmp_path / "picks"
+def test_train_tune_thresholds_then_pick_from_another_directory(planted, tmp_path):
+    train_dir, eval_dir, pick_dir = tmp_path / "train", tmp_path / "eval", tmp_path / "picks"
     common = ["--manifest", str(planted), *SMALL]
-    _bundle("train.yaml", tmp_path, *common, "--output_dir", str(train_dir), "--max_epochs", "6", "--epoch_length", "10",
-            "--crop_size", "[16, 32, 32]", "--num_samples", "2", "--learning_rate", "0.003")
+    _bundle("train.yaml", tmp_path, *common, "--output_dir", str(train_dir), "--max_epochs", "4", "--epoch_length", "5",
+            "--crop_size", "[16, 32, 32]", "--num_samples", "2", "--learning_rate", "0.005")
     model = train_dir / "models" / "model.pt"
     assert model.is_file()
+    thresholds = tmp_path / "thresholds.json"
+    _bundle("evaluate.yaml", tmp_path, *common, "--output_dir", str(eval_dir), "--model_path", str(model),
+            "--thresholds_path", str(thresholds))
+    assert set(json.loads(thresholds.read_text())) == {"ball", "dot"}
+    assert json.loads((eval_dir / "metrics.json").read_text())["classes"]["ball"]["recall"] > 0.5
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     _bundle("inference.yaml", elsewhere, *common, "--split", "test", "--output_dir", str(pick_dir),
-            "--model_path", str(model), "--default_threshold", "0.3", "--formats", "['csv', 'star']")
-    picks = read_picks(pick_dir / "picks.csv")
+            "--model_path", str(model), "--thresholds_path", str(thresholds), "--formats", "['csv', 'star']")
     assert (pick_dir / "picks.star").is_file()
-    result = score_picks(picks, load_manifest(planted), "test")
+    result = score_picks(read_picks(pick_dir / "picks.csv"), load_manifest(planted), "test")
     assert result["classes"]["ball"]["recall"] >= 0.66, result
     assert result["classes"]["ball"]["precision"] >= 0.5, result
+
+
+def test_teacher_student_run_from_supervised_weights(planted, tmp_path):
+    common = ["--manifest", str(planted), *SMALL, "--crop_size", "[16, 32, 32]", "--num_samples", "1"]
+    _bundle("train.yaml", tmp_path, *common, "--output_dir", str(tmp_path / "sup"), "--max_epochs", "1", "--epoch_length", "1")
+    _bundle("train_semi.yaml", tmp_path, *common, "--output_dir", str(tmp_path / "semi"), "--max_epochs", "1",
+            "--epoch_length", "2", "--pretrained", str(tmp_path / "sup" / "models" / "model.pt"))
+    checkpoint = torch.load(tmp_path / "semi" / "models" / "checkpoint_epoch=1.pt", weights_only=False)
+    assert set(checkpoint) >= {"model", "teacher", "optimizer", "trainer"}
+    assert checkpoint["trainer"]["iteration"] == 2
+    assert (tmp_path / "semi" / "models" / "model.pt").is_file()

@@ -48,7 +48,12 @@ def latest_checkpoint(directory: str | Path, pattern: str = "*.pt") -> str | Non
 
 def _cycle(loader: Iterable):
     while True:
-        yield from loader
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("no unlabeled data: add `unlabeled` items or `annotated` boxes to the training items")
 
 
 class MeanTeacherTrainer(SupervisedTrainer):
