@@ -4,7 +4,8 @@ Tables (precision / recall / F1 with ``score_picks`` at hit_fraction 0.5 and 1.0
 
 * ``real``: the four EMPIAR-10017 micrographs (``--empiar DIR``), exemplars = a seeded random choice of
   ``--shots`` truth picks of the training micrograph, picking the three test micrographs;
-* ``synthetic``: micrographs from :mod:`cryoet_monai.data.synthetic_2d` (``--templates DIR`` or procedural).
+* ``synthetic``: micrographs from :mod:`cryoet_monai.data.synthetic_2d` (``--templates DIR``: 1bxn particles and as many
+  unannotated 1qvr decoys; procedural densities without templates).
 
 Every method sees the same exemplars (written to ``<out>/<table>/exemplars.csv``) and the same
 down-sampling (particle radius → ``--target-radius`` px). CryoMAE runs through the bundle configs
@@ -211,8 +212,10 @@ def main(argv=None):
     if "synthetic" in args.tables:
         from cryoet_monai.data.synthetic_2d import synthesize_micrographs
 
-        kwargs = {"templates": args.templates, "template": "1bxn.mrc", "pixel_size": 5.0} if args.templates else {"radius": 14.0}
-        manifest_path = synthesize_micrographs(args.out / "synthetic" / "data", num_micrographs=4, shape=(768, 768), num_particles=150, snr=0.1, seed=args.seed, **kwargs)
+        kwargs = {"templates": args.templates, "template": "1bxn.mrc", "decoy_template": "1qvr.mrc", "pixel_size": 5.0} if args.templates else {"radius": 14.0, "decoy_radius": 10.0}
+        manifest_path = synthesize_micrographs(
+            args.out / "synthetic" / "data", num_micrographs=4, shape=(768, 768), num_particles=100, num_decoys=100, snr=0.1, seed=args.seed, **kwargs
+        )
         rows += run_table("synthetic", manifest_path, args.out, args)
     suffix = "_".join(args.tables)
     (args.out / f"results_{suffix}.json").write_text(json.dumps(rows, indent=2) + "\n")

@@ -1,7 +1,7 @@
 """Synthetic cryo-EM micrographs: projections of randomly oriented particles with CTF, ice and noise.
 
 Each micrograph holds non-overlapping particles (centres at least two radii apart) in random
-orientations. A particle is the projection along Z of either
+orientations, optionally mixed with unannotated decoys of another density. A particle is the projection along Z of either
 
 * a density template (``templates=DIR``: an MRC map, e.g. ``/work/shared/data/templates_10A/1bxn.mrc``),
   rotated with trilinear interpolation and resampled to the micrograph's pixel size, or
@@ -99,21 +99,37 @@ def ice_gradient(shape, rng: np.random.Generator, strength: float) -> np.ndarray
     return field * strength / (field.std() + 1e-12)
 
 
-def render_micrograph(shape, centres_xy: np.ndarray, particle, rng: np.random.Generator, pixel_size: float, defocus_um: float, snr: float, ice: float) -> np.ndarray:
-    """One micrograph: ``particle(rotation) -> 2D projection`` pasted at each centre, then CTF, ice and noise."""
+def render_micrograph(shape, placements, rng: np.random.Generator, pixel_size: float, defocus_um: float, snr: float, ice: float) -> np.ndarray:
+    """One micrograph: each ``(x, y, particle)`` of ``placements`` pastes ``particle(rotation)`` (a 2D projection
+    whose centre is its middle, ``(size − 1) / 2``) at ``x, y``; then CTF, ice gradient and noise."""
     potential = np.zeros(shape)
-    for x, y in centres_xy:
+    for x, y, particle in placements:
         stamp = particle(Rotation.random(random_state=rng))
         size = stamp.shape[0]
-        x0, y0 = int(round(x)) - size // 2, int(round(y)) - size // 2
-        shift = (y - round(y), x - round(x))
-        stamp = ndimage.shift(stamp, shift, order=1) if any(shift) else stamp
+        corner = np.array([y, x]) - (size - 1) / 2.0
+        y0, x0 = np.floor(corner).astype(int)
+        stamp = ndimage.shift(stamp, corner - [y0, x0], order=1)
         ys, xs = slice(max(y0, 0), min(y0 + size, shape[0])), slice(max(x0, 0), min(x0 + size, shape[1]))
         potential[ys, xs] += stamp[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
     signal = -np.real(np.fft.ifft2(np.fft.fft2(potential) * ctf(shape, pixel_size, defocus_um)))
     signal = signal / (signal.std() + 1e-12)
     noise = rng.normal(scale=1.0 / np.sqrt(snr), size=shape)
     return (signal + ice_gradient(shape, rng, ice) + noise).astype(np.float32)
+
+
+def _particle_maker(templates, template, radius, pixel_size, rng):
+    """``(projector, radius_px)`` for a template file of ``templates`` or, without templates, a procedural density."""
+    if templates is not None:
+        maps = sorted(Path(templates).glob("*.mrc"))
+        chosen = [m for m in maps if m.name == template] if template else maps[:1]
+        if not chosen:
+            raise FileNotFoundError(f"{templates}: no template {template or '*.mrc'} (found {[m.name for m in maps]})")
+        volume, voxel_size = read_mrc(chosen[0])
+        volume = np.clip(volume, 0, None)
+        return (lambda rotation: project_template(volume, rotation, voxel_size / pixel_size)), template_radius(volume, voxel_size, pixel_size)
+    offsets, sigma = procedural_subunits(radius, rng)
+    size = int(2 * np.ceil(1.5 * radius) + 1)
+    return (lambda rotation: project_subunits(offsets, sigma, rotation, size)), float(radius)
 
 
 def synthesize_micrographs(
@@ -129,6 +145,9 @@ def synthesize_micrographs(
     snr: float = 0.3,
     ice: float = 0.5,
     particle_type: str = "particle",
+    num_decoys: int = 0,
+    decoy_template: str | None = None,
+    decoy_radius: float = 10.0,
     seed: int = 0,
 ) -> Path:
     """Write synthetic micrographs, their picks and a 2D manifest; return the manifest path.
@@ -146,35 +165,25 @@ def synthesize_micrographs(
         snr: signal variance over noise variance.
         ice: standard deviation of the ice gradient relative to the signal.
         particle_type: class name.
+        num_decoys: unannotated distractor particles per micrograph (another density: contaminants, other
+            complexes); a picker must tell them from the class.
+        decoy_template: file name in ``templates`` of the decoy density (procedural decoys without templates).
+        decoy_radius: radius in pixels of procedural decoys.
         seed: random seed (everything is reproducible from it).
     """
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
-    if templates is not None:
-        maps = sorted(Path(templates).glob("*.mrc"))
-        chosen = [m for m in maps if m.name == template] if template else maps[:1]
-        if not chosen:
-            raise FileNotFoundError(f"{templates}: no template {template or '*.mrc'} (found {[m.name for m in maps]})")
-        volume, voxel_size = read_mrc(chosen[0])
-        volume = np.clip(volume, 0, None)
-        radius = template_radius(volume, voxel_size, pixel_size)
-
-        def particle(rotation):
-            return project_template(volume, rotation, voxel_size / pixel_size)
-    else:
-        offsets, sigma = procedural_subunits(radius, rng)
-        size = int(2 * np.ceil(1.5 * radius) + 1)
-
-        def particle(rotation):
-            return project_subunits(offsets, sigma, rotation, size)
-
+    particle, radius = _particle_maker(templates, template, radius, pixel_size, rng)
+    decoy, decoy_radius = _particle_maker(templates, decoy_template, decoy_radius, pixel_size, rng) if num_decoys else (None, 0.0)
     splits: dict[str, list[Item]] = {"training": [], "test": []}
     for index in range(num_micrographs):
         item_id = f"synth_{index:03d}"
-        centres = place_particles(shape, radius, num_particles, rng)
-        image = render_micrograph(shape, centres, particle, rng, pixel_size, rng.uniform(*defocus_um), snr, ice)
+        centres = place_particles(shape, max(radius, decoy_radius), num_particles + num_decoys, rng)
+        kinds = rng.permutation(np.arange(len(centres)) < min(num_particles, len(centres)))
+        placements = [(x, y, particle if is_particle else decoy) for (x, y), is_particle in zip(centres, kinds)]
+        image = render_micrograph(shape, placements, rng, pixel_size, rng.uniform(*defocus_um), snr, ice)
         image_path = write_mrc(out / "micrographs" / f"{item_id}.mrc", image, pixel_size)
-        picks_path = write_picks(make_picks(item_id, particle_type, centres, ndim=2), out / "picks" / f"{item_id}.csv")
+        picks_path = write_picks(make_picks(item_id, particle_type, centres[kinds], ndim=2), out / "picks" / f"{item_id}.csv")
         splits["training" if index == 0 else "test"].append(Item(item_id, image_path.resolve(), picks_path.resolve(), voxel_size=pixel_size))
     manifest = Manifest(f"synthetic-micrographs-{seed}", 2, pixel_size, [ParticleClass(particle_type, round(float(radius), 2))], splits)
     return manifest.save(out / "manifest.json")
