@@ -184,3 +184,19 @@ def test_exemplar_jitter_changes_training_views_only():
         plain = exemplars.embeddings(net)
         assert torch.equal(plain, exemplars.embeddings(net))
         assert exemplars.embeddings(net, views=True).shape == plain.shape
+
+
+def test_3d_similarity_and_picks_in_angstrom():
+    """The 3D variant: a purely local encoder finds an exemplar's own position in a volume, reported in Å."""
+    torch.manual_seed(0)
+    net = CryoMAE(1, (32, 32, 32), 16, hidden_size=24, mlp_dim=32, num_layers=0, num_heads=2, pos_embed_type="none",
+                  decoder_hidden_size=12, decoder_mlp_dim=16, decoder_num_layers=1, decoder_num_heads=2, spatial_dims=3).eval()
+    volume = torch.randn(1, 40, 48, 48)
+    voxel = 10.0
+    point = make_picks("t", "p", [[27.5 * voxel, 19.5 * voxel, 11.5 * voxel]], ndim=3)  # x = 7·4 − 0.5, y = 5·4 − 0.5, z = 3·4 − 0.5
+    exemplars = ExemplarSet(volume, pd.concat([point, point]), (40, 48, 48), 32, 16, voxel_size=voxel)
+    sim = similarity_map(net, volume, exemplars.embeddings(net)[:1], stride=4)
+    assert sim.shape == (11, 13, 13) and float(sim[3, 5, 7]) == pytest.approx(1.0, abs=1e-5)
+    picks = SimilarityToPicks("p", radius=6.0, stride=4, threshold=0.99, voxel_size=voxel)(sim, "t", (40, 48, 48), (40, 48, 48))
+    assert len(picks) >= 1
+    np.testing.assert_allclose(picks.iloc[0][["x", "y", "z"]].to_numpy(float), [275.0, 195.0, 115.0], atol=0.5 * voxel)
