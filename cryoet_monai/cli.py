@@ -259,6 +259,25 @@ def copick_batch_manifest(config, out: Path, tomo_type: str, voxel_spacing: floa
     return manifest.save(out / "copick_manifest.json")
 
 
+def cmd_report(args, _):
+    from cryoet_monai.report import write_report
+
+    if args.rerun:
+        rerun_benchmarks(Path(args.out) / "rerun", Path(args.benchmarks))
+    print(f"wrote {write_report(args.out, args.benchmarks)}")
+
+
+def rerun_benchmarks(work: Path, benchmarks: Path) -> None:
+    """Re-run the CPU benchmarks on freshly synthesised data (hours on 2 cores) before reporting."""
+    import subprocess
+
+    from cryoet_monai.data.synthetic import synthesize
+
+    data = synthesize(work / "czii-bin2", preset="czii-bin2", seed=0).parent
+    subprocess.run([sys.executable, str(benchmarks / "label_efficiency" / "run.py"), "--data", str(data), "--out", str(work / "label_efficiency"), "--preset", "cpu"], check=True)
+    subprocess.run([sys.executable, str(benchmarks / "few_shot" / "run_few_shot.py"), "--data", str(data), "--out", str(work / "few_shot")], check=True)
+
+
 def cmd_demo(args, _):
     from cryoet_monai.demo import run_demo
 
@@ -358,6 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tomo-type", default="wbp")
     p.add_argument("--voxel-spacing", type=float, default=10.012)
     p.set_defaults(func=cmd_batch, extra=True)
+
+    p = sub.add_parser("report", help="Markdown report with figures from the benchmark results")
+    p.add_argument("--out", required=True)
+    p.add_argument("--benchmarks", default=str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    p.add_argument("--rerun", action="store_true", help="re-run the CPU benchmarks first (long)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="synthesise a small tomogram, pick it, score it, draw the overlay")
     p.add_argument("--out", default="demo_output")
