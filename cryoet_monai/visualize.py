@@ -79,7 +79,7 @@ def draw_overlay(
     radii = radii or {}
     classes = sorted(set(picks["particle_type"]) | (set(truth["particle_type"]) if truth is not None else set()))
     lo, hi = np.percentile(image, [1, 99])
-    fig, ax = plt.subplots(figsize=(8, 8 * image.shape[0] / image.shape[1] + 0.6), dpi=110)
+    fig, ax = plt.subplots(figsize=(11, 8 * image.shape[0] / image.shape[1] + 0.6), dpi=110)
     ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, origin="lower")
     handles = []
     for i, name in enumerate(classes):
@@ -111,7 +111,7 @@ def draw_overlay(
     ax.set_xlabel("x (voxels)")
     ax.set_ylabel("y (voxels)")
     if handles:
-        ax.legend(handles=handles, fontsize=7, loc="upper right", framealpha=0.8)
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
