@@ -111,3 +111,18 @@ def test_ablation_switches_remove_their_parts(tmp_path):
     assert not any(isinstance(h, ConsistencyGuidance) for h in handlers)
     augmentation = parser.get_parsed_content("train#augmentation")
     assert not any(isinstance(t, RandVolumeInfilld) for t in augmentation)
+
+
+def test_shipped_weights_fit_the_default_network():
+    import torch
+    import yaml
+
+    from cryoet_monai.networks.segmentation import segmentation_unet
+
+    weights = bundle_dir("sasi") / "models" / "model.pt"
+    if not weights.is_file():
+        pytest.skip("no shipped weights")
+    features = yaml.safe_load((CONFIGS / "common.yaml").read_text())["features"]
+    network = segmentation_unet(6, features=features)  # the six CZII classes of the synthetic data
+    network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    assert weights.stat().st_size < 5_000_000
