@@ -114,9 +114,11 @@ def test_train_tune_thresholds_then_pick_from_another_directory(planted, tmp_pat
     train_dir, eval_dir, pick_dir = tmp_path / "train", tmp_path / "eval", tmp_path / "picks"
     common = ["--manifest", str(planted), *SMALL]
     _bundle("train.yaml", tmp_path, *common, "--output_dir", str(train_dir), "--max_epochs", "4", "--epoch_length", "5",
-            "--crop_size", "[16, 32, 32]", "--num_samples", "2", "--learning_rate", "0.005")
+            "--crop_size", "[16, 32, 32]", "--num_samples", "2", "--learning_rate", "0.005", "--val_interval", "4")
     model = train_dir / "models" / "model.pt"
     assert model.is_file()
+    validation = json.loads((train_dir / "validation" / "metrics.json").read_text())
+    assert validation["classes"]["ball"]["recall"] > 0.5, "validation during training scores the real picks"
     thresholds = tmp_path / "thresholds.json"
     _bundle("evaluate.yaml", tmp_path, *common, "--output_dir", str(eval_dir), "--model_path", str(model),
             "--thresholds_path", str(thresholds))
