@@ -19,6 +19,8 @@ def shipped_model(bundle: str = "semietpicker") -> Path | None:
 def run_demo(out="demo_output", preset: str = "tiny", seed: int = 1, templates=None, layout=None, method: str = "auto") -> dict:
     """Synthesise, pick (SemiETPicker's shipped model, or the blob floor), score and draw an overlay.
 
+    With the defaults the data is exactly what ``data_manifests/demo/manifest.json`` describes.
+
     Args:
         out: output folder (data in ``out/data``, picks in ``out/picks``, overlay ``out/overlay.png``).
         preset: synthetic preset.
