@@ -154,6 +154,10 @@ def write_report(out, benchmarks_root) -> Path:
         frame = pd.read_csv(table)
         figure = throughput_figure(frame, out / "figures" / f"throughput_{table.stem}.png")
         sections += [f"## Throughput — `{table.relative_to(root)}`", "", frame_markdown(frame), "", f"![throughput]({figure.relative_to(out)})", ""]
+    tabled = {p.parent for p in root.glob("*/results*.csv")}
+    other = sorted(p for p in root.glob("*/results*.md") if p.parent not in tabled)
+    if other:
+        sections += ["## Other benchmark tables", ""] + [f"- [{p.relative_to(root)}]({p.resolve()})" for p in other] + [""]
     overlays = sorted(root.glob("*/overlay*.png"))
     if overlays:
         sections += ["## Pick overlays", "", "Solid circles: true positives; dashed: false positives; crosses: missed particles.", ""]

@@ -34,6 +34,8 @@ def test_report_command_writes_markdown_and_figures(tmp_path):
     from PIL import Image
 
     Image.new("RGB", (20, 20)).save(tmp_path / "benchmarks" / "label_efficiency" / "overlay_test.png")
+    (tmp_path / "benchmarks" / "micrographs").mkdir()
+    (tmp_path / "benchmarks" / "micrographs" / "results.md").write_text("| a |\n")
     assert main(["report", "--out", str(tmp_path / "report"), "--benchmarks", str(tmp_path / "benchmarks")]) == 0
     text = (tmp_path / "report" / "report.md").read_text()
     figures = sorted(p.name for p in (tmp_path / "report" / "figures").iterdir())
@@ -41,3 +43,4 @@ def test_report_command_writes_markdown_and_figures(tmp_path):
     for name in figures:
         assert f"figures/{name}" in text
     assert "| semietpicker | cpu | 100 | 20 | 5 |" in text
+    assert "[micrographs/results.md]" in text
