@@ -171,7 +171,8 @@ def main(argv=None) -> None:
         f"Data: `{args.data}` (synthetic CZII replica, split by tomogram: {len(manifest.items('training'))} training, "
         f"{len(manifest.items('unlabeled'))} unlabeled, {len(manifest.items('validation'))} validation, {len(manifest.items('test'))} test). "
         f"Preset `{args.preset}`: {preset}. Thresholds tuned on validation; scores on test. Mean ± std over seeds {args.seeds}.",
-        "Per-class columns are F1 (scored classes). Wall time: " + f"{(time.time() - start) / 60:.1f} min.",
+        "Per-class columns are F1 (scored classes). "
+        + ("Rows collected from finished runs (--collect-only)." if args.collect_only else f"Wall time: {(time.time() - start) / 60:.1f} min."),
         "",
         markdown(frame, names, weights),
         "",
