@@ -108,14 +108,15 @@ def draw_overlay(
     ax.set_xlim(-0.5, image.shape[1] - 0.5)
     ax.set_ylim(-0.5, image.shape[0] - 0.5)
     ax.set_title(title or (f"slab z={z} ± {thickness // 2}" if ndim == 3 else "micrograph"), fontsize=10)
-    ax.set_xlabel("x (voxels)")
-    ax.set_ylabel("y (voxels)")
+    unit = "voxels" if ndim == 3 else "pixels"
+    ax.set_xlabel(f"x ({unit})")
+    ax.set_ylabel(f"y ({unit})")
     if handles:
         ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out)
+    fig.savefig(out, bbox_inches="tight")
     plt.close(fig)
     return out
 
