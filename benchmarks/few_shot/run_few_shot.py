@@ -35,8 +35,8 @@ ROWS = {  # row name: (use_pretrained, infill, consistency weight)
 }
 CPU_PRESET = {  # small enough for 2 CPU cores; the bundle's defaults are for a GPU
     "network": {"roi_size": [32, 48, 48], "features": [8, 8, 16, 32, 64, 8]},
-    "pretrain": {"max_epochs": 1, "epoch_length": 120, "batch_size": 8},
-    "train": {"max_epochs": 8, "epoch_length": 20, "batch_size": 2, "num_samples": 2, "consistency#rampup_iterations": 40},
+    "pretrain": {"max_epochs": 1, "epoch_length": 40, "batch_size": 8, "learning_rate": 0.003},
+    "train": {"max_epochs": 4, "epoch_length": 20, "batch_size": 2, "num_samples": 1, "learning_rate": 0.003, "consistency#rampup_iterations": 20},
     "inference": {"sw_batch_size": 8, "overlap": 0.25},
 }
 
