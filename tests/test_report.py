@@ -34,13 +34,17 @@ def test_report_command_writes_markdown_and_figures(tmp_path):
     from PIL import Image
 
     Image.new("RGB", (20, 20)).save(tmp_path / "benchmarks" / "label_efficiency" / "overlay_test.png")
+    nested = tmp_path / "benchmarks" / "few_shot" / "results"
+    nested.mkdir(parents=True)
+    pd.DataFrame([{"shots": 3, "seed": 0, "method": "plain U-Net", "score": 0.2, "mean_f1": 0.1, "F1 ribosome": 0.7}]).to_csv(nested / "results.csv", index=False)
     (tmp_path / "benchmarks" / "micrographs").mkdir()
     (tmp_path / "benchmarks" / "micrographs" / "results.md").write_text("| a |\n")
     assert main(["report", "--out", str(tmp_path / "report"), "--benchmarks", str(tmp_path / "benchmarks")]) == 0
     text = (tmp_path / "report" / "report.md").read_text()
     figures = sorted(p.name for p in (tmp_path / "report" / "figures").iterdir())
-    assert figures == ["label_efficiency_overlay_test.png", "label_efficiency_results_cpu_curves.png", "throughput_results_cpu.png"]
+    assert figures == ["few_shot_results_curves.png", "label_efficiency_overlay_test.png", "label_efficiency_results_cpu_curves.png", "throughput_results_cpu.png"]
     for name in figures:
         assert f"figures/{name}" in text
     assert "| semietpicker | cpu | 100 | 20 | 5 |" in text
-    assert "[micrographs/results.md]" in text
+    assert "[micrographs/results.md](../benchmarks/micrographs/results.md)" in text
+    assert "| shots3 | plain U-Net | 1 | 0.200 | 0.100 | 0.70 |" in text
