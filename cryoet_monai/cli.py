@@ -67,8 +67,8 @@ def _literal(value: str):
     return parsed if isinstance(parsed, (list, bool)) else value
 
 
-def config_files(bundle: str, config: str) -> list[str]:
-    """The config file(s) of ``<bundle>/configs/<config>.yaml`` (or an explicit path)."""
+def config_file(bundle: str, config: str) -> str:
+    """The file of ``<bundle>/configs/<config>.yaml`` (or ``config`` itself when it is a file)."""
     path = Path(config)
     if not path.is_file():
         configs = bundle_dir(bundle) / "configs"
@@ -76,7 +76,7 @@ def config_files(bundle: str, config: str) -> list[str]:
         if not path.is_file():
             names = sorted(p.stem for p in configs.glob("*.yaml"))
             raise CommandError(f"bundle '{bundle}' has no config '{config}' (available: {names})")
-    return [str(path)]
+    return str(path)
 
 
 def run_bundle(bundle: str, config: str, overrides: dict, safe: bool = False) -> None:
@@ -90,11 +90,11 @@ def run_bundle(bundle: str, config: str, overrides: dict, safe: bool = False) ->
     """
     from monai.bundle import run
 
-    files = config_files(bundle, config)
+    path = config_file(bundle, config)
     if safe:
         from cryoet_monai.config_safety import audit_files
 
-        findings = audit_files(files)
+        findings = audit_files([path])
         if findings:
             raise CommandError(
                 "refusing to run: the config executes code outside monai, torch and cryoet_monai:\n  "
@@ -105,9 +105,9 @@ def run_bundle(bundle: str, config: str, overrides: dict, safe: bool = False) ->
         from cryoet_monai.data.manifest import load_manifest
 
         load_manifest(overrides["manifest"])
-    overrides = {"bundle_root": str(bundle_dir(bundle)) if not Path(config).is_file() else None, **overrides}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    run(config_file=files if len(files) > 1 else files[0], **overrides)
+    if not Path(config).is_file():
+        overrides = {"bundle_root": str(bundle_dir(bundle)), **overrides}
+    run(config_file=path, **overrides)
 
 
 def cmd_run(args, extra):
