@@ -193,7 +193,7 @@ def cmd_view(args, _):
     from cryoet_monai.visualize import draw_overlay, item_picks
 
     volume, voxel_size = read_image(args.tomogram)
-    picks = read_picks(args.picks) if args.picks else None
+    picks = read_picks(args.picks)
     radii, truth, item_id = {}, None, args.id or Path(args.tomogram).name.split(".")[0]
     if args.manifest:
         from cryoet_monai.data.manifest import load_manifest
@@ -204,10 +204,11 @@ def cmd_view(args, _):
         radii = {c.name: c.radius for c in manifest.classes}
         truth = manifest.truth(args.split) if args.split else None
         truth = item_picks(truth, item_id, manifest.ndim) if truth is not None else None
-    if picks is None:
-        raise CommandError("view needs --picks")
     ndim = volume.ndim
-    picks = item_picks(picks, item_id, ndim) if (picks.iloc[:, 0] == item_id).any() else picks
+    ids = sorted(set(picks.iloc[:, 0]))
+    picks = item_picks(picks, item_id, ndim)
+    if not len(picks) and ids:
+        raise CommandError(f"{args.picks} has no picks for '{item_id}' (it has {ids[:5]}); name the item with --id")
     out = draw_overlay(volume, picks, args.out, voxel_size if ndim == 3 else 1.0, radii, truth, args.z, args.thickness, title=item_id)
     print(f"wrote {out}")
 

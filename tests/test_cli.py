@@ -52,3 +52,12 @@ def test_evaluate_reads_relion5_star_with_the_manifest_geometry(make_manifest, t
     star = write_picks(pred, tmp_path / "pred.star", voxel_size=10.0, shapes={"TS_1": (40, 50, 60)})
     assert main(["evaluate", "--manifest", str(manifest), "--pred", str(star), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["classes"]["ribosome"]["tp"] == 1
+
+
+def test_view_refuses_picks_of_another_tomogram(make_manifest, tmp_path, capsys):
+    make_manifest({"test": [("TS_1", [("ribosome", 100, 100, 100)], None)]})
+    pred = write_picks(make_picks("TS_9", "ribosome", np.array([[100, 110, 100]])), tmp_path / "pred.csv")
+    tomo = tmp_path / "tomograms" / "TS_1.mrc"
+    assert main(["view", str(tomo), "--picks", str(pred), "--out", str(tmp_path / "o.png")]) == 2
+    assert "has no picks for 'TS_1'" in capsys.readouterr().err
+    assert main(["view", str(tomo), "--picks", str(pred), "--id", "TS_9", "--out", str(tmp_path / "o.png")]) == 0
