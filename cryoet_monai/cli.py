@@ -162,29 +162,12 @@ def cmd_evaluate(args, _):
 
 
 def cmd_baseline(args, _):
-    pred = pick_with_blobs(args.manifest, args.split, threshold_std=args.threshold_std, dark=args.dark)
     from cryoet_monai.data.picks import write_picks
+    from cryoet_monai.inference.blobs import pick_with_blobs
+
+    pred = pick_with_blobs(args.manifest, args.split, threshold_std=args.threshold_std, dark=args.dark)
 
     print(f"wrote {write_picks(pred, Path(args.output_dir) / 'picks.csv')} ({len(pred)} picks)")
-
-
-def pick_with_blobs(manifest_path, split: str, threshold_std: float = 4.0, dark: bool = False):
-    """Run the zero-label blob picker over a manifest split; returns one picks table."""
-    import pandas as pd
-    from tqdm import tqdm
-
-    from cryoet_monai.data.manifest import load_manifest
-    from cryoet_monai.data.picks import empty_picks
-    from cryoet_monai.data.readers import read_image
-    from cryoet_monai.inference.blobs import BlobPicker
-
-    manifest = load_manifest(manifest_path)
-    picker = BlobPicker(manifest.class_names, [c.radius for c in manifest.classes], threshold_std, bright=not dark)
-    tables = []
-    for item in tqdm(manifest.items(split), desc=f"blob picking {split}", unit="tomogram"):
-        volume, _ = read_image(item.image)
-        tables.append(picker(volume, item.voxel_size, item.id))
-    return pd.concat(tables, ignore_index=True) if tables else empty_picks(manifest.ndim)
 
 
 def cmd_view(args, _):

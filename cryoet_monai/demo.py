@@ -32,11 +32,12 @@ def run_demo(out="demo_output", preset: str = "tiny", seed: int = 1, templates=N
     Returns:
         The score dict of the test split.
     """
-    from cryoet_monai.cli import pick_with_blobs, run_bundle
+    from cryoet_monai.cli import run_bundle
     from cryoet_monai.data.manifest import load_manifest
     from cryoet_monai.data.picks import read_picks, write_picks
     from cryoet_monai.data.readers import read_image
     from cryoet_monai.data.synthetic import synthesize
+    from cryoet_monai.inference.blobs import pick_with_blobs
     from cryoet_monai.metrics import format_score_table, score_picks
     from cryoet_monai.visualize import draw_overlay, item_picks
 

@@ -15,7 +15,7 @@ from cryoet_monai.batch import BatchPicker, parse_shard
 from cryoet_monai.data.readers import write_mrc
 
 BLOB_BUNDLE = """
-imports: ["$import os", "$import json", "$import time", "$import cryoet_monai", "$import cryoet_monai.cli", "$import cryoet_monai.data.picks"]
+imports: ["$import os", "$import json", "$import time", "$import cryoet_monai", "$import cryoet_monai.inference.blobs", "$import cryoet_monai.data.picks"]
 manifest: manifest.json
 split: test
 output_dir: out
@@ -25,7 +25,7 @@ item_id: "$json.load(open(@manifest))[@split][0]['id']"
 run:
   - "$open(@log, 'a').write(@item_id + '\\\\n') if @log else None"
   - "$time.sleep(@sleep)"
-  - "$cryoet_monai.data.picks.write_picks(cryoet_monai.cli.pick_with_blobs(@manifest, @split), os.path.join(@output_dir, 'picks.csv'))"
+  - "$cryoet_monai.data.picks.write_picks(cryoet_monai.inference.blobs.pick_with_blobs(@manifest, @split), os.path.join(@output_dir, 'picks.csv'))"
 """
 
 

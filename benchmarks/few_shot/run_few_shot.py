@@ -72,7 +72,7 @@ def train_and_score(budget: Path, full: Path, encoder: Path, row: str, out: Path
 
 
 def blob_floor(full: Path, out: Path, split: str) -> dict:
-    from cryoet_monai.cli import pick_with_blobs
+    from cryoet_monai.inference.blobs import pick_with_blobs
 
     metrics = out / "metrics.json"
     if not metrics.is_file():

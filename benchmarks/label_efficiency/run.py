@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from cryoet_monai.cli import pick_with_blobs, run_bundle
+from cryoet_monai.cli import run_bundle
 from cryoet_monai.data.budgets import budget_manifest
 from cryoet_monai.data.manifest import load_manifest
 from cryoet_monai.data.picks import read_picks, write_picks
+from cryoet_monai.inference.blobs import pick_with_blobs
 from cryoet_monai.metrics import score_picks
 
 HERE = Path(__file__).resolve().parent

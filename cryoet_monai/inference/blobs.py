@@ -80,3 +80,21 @@ def select_scales(points: np.ndarray, labels: np.ndarray, scores: np.ndarray, ra
         near = np.asarray(tree.query_ball_point(points[i], r=float(radii[labels[i]])), dtype=int)
         removed[near[labels[near] != labels[i]]] = True
     return np.sort(np.asarray(kept, dtype=int))
+
+
+def pick_with_blobs(manifest_path, split: str, threshold_std: float = 4.0, dark: bool = False):
+    """Run the zero-label blob picker over a manifest split; returns one picks table."""
+    import pandas as pd
+    from tqdm import tqdm
+
+    from cryoet_monai.data.manifest import load_manifest
+    from cryoet_monai.data.picks import empty_picks
+    from cryoet_monai.data.readers import read_image
+
+    manifest = load_manifest(manifest_path)
+    picker = BlobPicker(manifest.class_names, [c.radius for c in manifest.classes], threshold_std, bright=not dark)
+    tables = []
+    for item in tqdm(manifest.items(split), desc=f"blob picking {split}", unit="tomogram"):
+        volume, _ = read_image(item.image)
+        tables.append(picker(volume, item.voxel_size, item.id))
+    return pd.concat(tables, ignore_index=True) if tables else empty_picks(manifest.ndim)
