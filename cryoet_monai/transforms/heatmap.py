@@ -18,10 +18,10 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_numpy
 
+from cryoet_monai.transforms.meta import like_image
 from cryoet_monai.transforms.picks import data_voxel_size
 
 
@@ -147,13 +147,60 @@ class PicksToHeatmap(Transform):
         return render_heatmap(points_zyx, labels, sigmas, shape_zyx, len(self.radii), scores)
 
 
-class PicksToHeatmapd(MapTransform):
-    """Dictionary twin of :class:`PicksToHeatmap` that also writes the loss mask.
+class PicksToTargetd(MapTransform):
+    """Render a training target from picks, aligned with the image, plus the annotated-box loss mask.
 
-    Reads the points and labels (voxels, as written by :class:`~cryoet_monai.transforms.picks.LoadPicksd`),
-    the image's spatial shape, the voxel size (``d["voxel_size"]`` or the image meta) and the
-    ``annotated`` boxes; writes ``d[heatmap_key]`` ``(C, Z, Y, X)`` and ``d[mask_key]`` ``(1, Z, Y, X)``
-    carrying the image's metadata, so later spatial transforms on all three stay aligned.
+    The shared mechanism of :class:`PicksToHeatmapd` and the SaSi sphere masks: reads the points and
+    labels (voxels, as written by :class:`~cryoet_monai.transforms.picks.LoadPicksd`), the image's
+    spatial shape, the voxel size (``d["voxel_size"]`` or the image meta) and the ``annotated`` boxes;
+    writes ``d[target_key]`` and ``d[mask_key]`` ``(1, Z, Y, X)`` carrying the image's metadata, so later
+    spatial transforms on all three stay aligned.
+
+    Args:
+        keys: the image key (exactly one) whose spatial shape the maps take.
+        renderer: ``renderer(points_zyx, labels, shape_zyx, voxel_size)`` → the target tensor.
+        points_key: key of the ``(N, 3)`` voxel ``(z, y, x)`` points.
+        labels_key: key of the ``(N,)`` class indices.
+        target_key: output key of the target.
+        mask_key: output key of the loss mask.
+        allow_missing_keys: don't raise an exception if the image key is missing.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        renderer,
+        points_key: Hashable = "points",
+        labels_key: Hashable = "labels",
+        target_key: Hashable = "heatmap",
+        mask_key: Hashable = "loss_mask",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"{type(self).__name__} takes exactly one image key, got {self.keys}")
+        self.renderer = renderer
+        self.points_key, self.labels_key = points_key, labels_key
+        self.target_key, self.mask_key = target_key, mask_key
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            for needed in (self.points_key, self.labels_key):
+                if needed not in d:
+                    raise KeyError(f"{type(self).__name__} needs '{needed}' in the data (run LoadPicksd first)")
+            shape = tuple(int(s) for s in image.shape[-3:])
+            voxel_size = data_voxel_size(d, image_key=key)
+            target = self.renderer(d[self.points_key], d[self.labels_key], shape, voxel_size)
+            mask = annotated_mask(d.get("annotated"), voxel_size, shape)
+            d[self.target_key] = like_image(target, image)
+            d[self.mask_key] = like_image(mask, image)
+        return d
+
+
+class PicksToHeatmapd(PicksToTargetd):
+    """Dictionary twin of :class:`PicksToHeatmap` that also writes the loss mask (see :class:`PicksToTargetd`).
 
     Args:
         keys: the image key (exactly one) whose spatial shape the maps take.
@@ -161,7 +208,7 @@ class PicksToHeatmapd(MapTransform):
         sigma_scale: σ as a fraction of the radius.
         points_key: key of the ``(N, 3)`` voxel ``(z, y, x)`` points.
         labels_key: key of the ``(N,)`` class indices.
-        heatmap_key: output key of the heatmap.
+        heatmap_key: output key of the ``(C, Z, Y, X)`` heatmap.
         mask_key: output key of the loss mask.
         allow_missing_keys: don't raise an exception if the image key is missing.
     """
@@ -177,30 +224,4 @@ class PicksToHeatmapd(MapTransform):
         mask_key: Hashable = "loss_mask",
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        if len(self.keys) != 1:
-            raise ValueError(f"PicksToHeatmapd takes exactly one image key, got {self.keys}")
-        self.renderer = PicksToHeatmap(radii_angstrom, sigma_scale)
-        self.points_key, self.labels_key = points_key, labels_key
-        self.heatmap_key, self.mask_key = heatmap_key, mask_key
-
-    def __call__(self, data: Mapping) -> dict:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            image = d[key]
-            for needed in (self.points_key, self.labels_key):
-                if needed not in d:
-                    raise KeyError(f"PicksToHeatmapd needs '{needed}' in the data (run LoadPicksd first)")
-            shape = tuple(int(s) for s in image.shape[-3:])
-            voxel_size = data_voxel_size(d, image_key=key)
-            heatmap = self.renderer(d[self.points_key], d[self.labels_key], shape, voxel_size)
-            mask = annotated_mask(d.get("annotated"), voxel_size, shape)
-            d[self.heatmap_key] = self._like(heatmap, image)
-            d[self.mask_key] = self._like(mask, image)
-        return d
-
-    @staticmethod
-    def _like(array: torch.Tensor, image):
-        if not isinstance(image, MetaTensor):
-            return array
-        return MetaTensor(array).copy_meta_from(image)
+        super().__init__(keys, PicksToHeatmap(radii_angstrom, sigma_scale), points_key, labels_key, heatmap_key, mask_key, allow_missing_keys)

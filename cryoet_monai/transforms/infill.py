@@ -13,7 +13,7 @@ intensity-augmented copies of itself (labels unchanged).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +23,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
 
 from cryoet_monai.data.manifest import inside_boxes
+from cryoet_monai.transforms.meta import like_image
 from cryoet_monai.transforms.picks import LoadPicksd, data_voxel_size
 from cryoet_monai.transforms.views import NUM_VIEWS, view_volume
 
@@ -187,7 +188,7 @@ class RandVolumeInfilld(RandomizableTransform, MapTransform):
             mask[window][:, ball] = 1
             self.pasted.append((particle.label, tuple(int(c) for c in np.rint(centre))))
         for key, value in zip(self.keys, (image, label, mask)):
-            d[key] = _like(value, d[key])
+            d[key] = like_image(value, d[key])
         return d
 
 
@@ -247,13 +248,10 @@ class RandAugMixd(RandomizableTransform, MapTransform):
             weights = self.R.dirichlet([self.alpha] * self.width)
             mixed = sum(float(w) * self._chain(x.clone()) for w in weights)
             m = float(self.R.beta(self.alpha, self.alpha))
-            d[key] = _like(m * x + (1.0 - m) * mixed, d[key])
+            d[key] = like_image(m * x + (1.0 - m) * mixed, d[key])
         return d
 
 
 def _plain(x) -> torch.Tensor:
     return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
 
-
-def _like(value: torch.Tensor, original):
-    return MetaTensor(value).copy_meta_from(original) if isinstance(original, MetaTensor) else value

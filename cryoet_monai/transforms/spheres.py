@@ -9,16 +9,14 @@ manifest's ``annotated`` boxes travels beside it, so a loss never reads unannota
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
-from monai.transforms import MapTransform, Transform
+from monai.transforms import Transform
 
-from cryoet_monai.transforms.heatmap import annotated_mask
-from cryoet_monai.transforms.picks import data_voxel_size
+from cryoet_monai.transforms.heatmap import PicksToTargetd
 
 
 def render_spheres(points_zyx, labels, radii_voxels, shape_zyx) -> torch.Tensor:
@@ -86,13 +84,11 @@ class PicksToSpheres(Transform):
         return render_spheres(points_zyx, labels, self.radii_voxels(voxel_size), shape_zyx)
 
 
-class PicksToSpheresd(MapTransform):
+class PicksToSpheresd(PicksToTargetd):
     """Dictionary twin of :class:`PicksToSpheres` that also writes the annotated-box loss mask.
 
-    Reads points and labels (voxels, from :class:`~cryoet_monai.transforms.picks.LoadPicksd`), the
-    image's spatial shape, the voxel size and the ``annotated`` boxes; writes ``d[label_key]``
-    ``(1, Z, Y, X)`` and ``d[mask_key]`` ``(1, Z, Y, X)`` with the image's metadata, so later spatial
-    transforms keep all three aligned.
+    Writes ``d[label_key]`` ``(1, Z, Y, X)`` and ``d[mask_key]`` ``(1, Z, Y, X)`` with the image's
+    metadata (see :class:`~cryoet_monai.transforms.heatmap.PicksToTargetd`).
 
     Args:
         keys: the image key (exactly one) whose spatial shape the maps take.
@@ -116,28 +112,4 @@ class PicksToSpheresd(MapTransform):
         mask_key: Hashable = "loss_mask",
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        if len(self.keys) != 1:
-            raise ValueError(f"PicksToSpheresd takes exactly one image key, got {self.keys}")
-        self.renderer = PicksToSpheres(radii_angstrom, radius_scale)
-        self.points_key, self.labels_key = points_key, labels_key
-        self.label_key, self.mask_key = label_key, mask_key
-
-    def __call__(self, data: Mapping) -> dict:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            for needed in (self.points_key, self.labels_key):
-                if needed not in d:
-                    raise KeyError(f"PicksToSpheresd needs '{needed}' in the data (run LoadPicksd first)")
-            image = d[key]
-            shape = tuple(int(s) for s in image.shape[-3:])
-            voxel_size = data_voxel_size(d, image_key=key)
-            label_map = self.renderer(d[self.points_key], d[self.labels_key], shape, voxel_size)
-            mask = annotated_mask(d.get("annotated"), voxel_size, shape)
-            d[self.label_key] = _like(label_map, image)
-            d[self.mask_key] = _like(mask, image)
-        return d
-
-
-def _like(array: torch.Tensor, image):
-    return MetaTensor(array).copy_meta_from(image) if isinstance(image, MetaTensor) else array
+        super().__init__(keys, PicksToSpheres(radii_angstrom, radius_scale), points_key, labels_key, label_key, mask_key, allow_missing_keys)
