@@ -10,7 +10,9 @@ from cryoet_monai.data.manifest import load_manifest
 from cryoet_monai.data.microscope import Microscope, project, reconstruct
 from cryoet_monai.data.picks import read_picks
 from cryoet_monai.data.readers import read_image
-from cryoet_monai.data.species import CZII_SPECIES
+from cryoet_monai.cli import main
+from cryoet_monai.data.phantoms import template_radius
+from cryoet_monai.data.species import CZII_SPECIES, SHREC_SPECIES
 from cryoet_monai.data.synthetic import make_tomogram, resolve_settings, synthesize
 
 EASY = ("ribosome", "apo-ferritin", "virus-like-particle")
@@ -168,3 +170,35 @@ def test_real_templates_and_layout(shared_data, tmp_path):
     assert np.min(np.linalg.norm(ribosomes - np.array([first["x"], first["y"], first["z"]]) * scale, axis=1)) < 1e-2
     tomogram, _ = read_image(manifest.items("training")[0].image)
     assert ball_means(tomogram, 80.0, ribosomes, 150.0).mean() > 1.0  # ribosomes bright in std units
+
+
+def test_shrec_preset(shared_data, tmp_path):
+    """Twelve SHREC classes (weight 1), every one placed inside the volume, big complexes bright."""
+    shape = (96, 96, 40)
+    path = synthesize(
+        tmp_path, "shrec", seed=0, templates=shared_data / "templates_10A", progress=False, shape=shape, n_tomograms=1
+    )
+    manifest = load_manifest(path)  # also checks that every pick lies inside its image
+    assert [(c.name, c.radius, c.weight) for c in manifest.classes] == [(s.name, s.radius, 1.0) for s in SHREC_SPECIES]
+    assert len(manifest.classes) == 12 and manifest.voxel_size == pytest.approx(20.0)
+    picks = read_picks(manifest.items("training")[0].picks)
+    assert set(picks["particle_type"]) == {s.name for s in SHREC_SPECIES}
+    xyz = picks[["x", "y", "z"]].to_numpy()
+    assert (xyz >= 0).all() and (xyz < np.array(shape) * 20.0).all()
+    tomogram, _ = read_image(manifest.items("training")[0].image)
+    big = picks[picks["particle_type"].isin(["4cr2", "5mrc"])][["x", "y", "z"]].to_numpy()
+    assert ball_means(tomogram, 20.0, big, 80.0).mean() > 0.5
+
+
+def test_shrec_radii_follow_the_templates(shared_data):
+    for species in SHREC_SPECIES:
+        assert 5 * round(template_radius(shared_data / "templates_10A" / f"{species.pdb}.mrc") / 5) == species.radius
+
+
+def test_shrec_needs_templates(tmp_path, capsys):
+    with pytest.raises(ValueError, match="needs --templates"):
+        synthesize(tmp_path, "shrec", shape=(32, 32, 16), n_tomograms=1)
+    assert main(["synth", "--out", str(tmp_path / "cli"), "--preset", "shrec"]) == 2
+    assert "needs --templates" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="1bxn"):
+        synthesize(tmp_path, "shrec", templates=tmp_path, shape=(32, 32, 16), n_tomograms=1)

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from cryoet_monai.data.readers import read_image
-from cryoet_monai.data.species import czii_species
+from cryoet_monai.data.species import find_species
 
 LIPID_HEAD_DENSITY = 0.8  # relative to protein; lipid head groups are denser than ice
 LIPID_TAIL_DENSITY = -0.25  # the hydrocarbon core is lighter than ice
@@ -119,10 +119,11 @@ def procedural_particle(name: str, voxel_size: float, rotation: np.ndarray, offs
 
 @lru_cache(maxsize=32)
 def load_template(path: str, voxel_size: float) -> np.ndarray:
-    """Read a density template and resample it to ``voxel_size``, protein ≈ 1, ice 0.
+    """Read a density template and resample it to ``voxel_size``, protein ≈ 1, ice 0, centred in its box.
 
     The file's own voxel size comes from its header. Values are scaled so that the mean over the
-    voxels above 20 % of the maximum (the protein interior) is 1, whatever the file's units.
+    voxels above 20 % of the maximum (the protein interior) is 1, whatever the file's units; the
+    centre of mass of those voxels is moved to the box centre.
 
     Args:
         path: MRC density map, bright = protein.
@@ -134,7 +135,11 @@ def load_template(path: str, voxel_size: float) -> np.ndarray:
     peak = float(density.max())
     if not peak > 0:
         raise ValueError(f"{path}: template has no positive density (max {peak}); expected bright protein")
-    density = np.clip(density, 0.0, None) / float(density[density > 0.2 * peak].mean())
+    protein = density > 0.2 * peak
+    density = np.clip(density, 0.0, None) / float(density[protein].mean())
+    # centre the protein in the box: the box centre is where the particle is picked
+    centre = ndimage.center_of_mass(protein)
+    density = ndimage.shift(density, (np.asarray(density.shape) - 1) / 2.0 - centre, order=1)
     zoom = source_size / voxel_size
     if zoom < 1:  # anti-alias before shrinking
         density = ndimage.gaussian_filter(density, sigma=0.4 / zoom)
@@ -158,9 +163,21 @@ def rotate_template(template: np.ndarray, rotation: np.ndarray, offset_zyx=(0.0,
     return ndimage.affine_transform(template, matrix, offset=offset, output_shape=(side,) * 3, order=1, mode="constant")
 
 
+def template_radius(path) -> float:
+    """Particle radius (Å) of a density template: 99th percentile of the distance of the protein voxels
+    (above 20 % of the maximum) from their centre of mass.
+
+    Args:
+        path: MRC density map, bright = protein.
+    """
+    density, voxel_size = read_image(path)
+    points = np.argwhere(density > 0.2 * density.max()) * float(voxel_size)
+    return float(np.percentile(np.linalg.norm(points - points.mean(axis=0), axis=1), 99))
+
+
 def template_path(templates, species_name: str) -> Path:
-    """``<templates>/<pdb>.mrc`` for a CZII species, with a clear error when it is missing."""
-    path = Path(templates) / f"{czii_species(species_name).pdb}.mrc"
+    """``<templates>/<pdb>.mrc`` for a CZII or SHREC species, with a clear error when it is missing."""
+    path = Path(templates) / f"{find_species(species_name).pdb}.mrc"
     if not path.is_file():
         raise FileNotFoundError(f"template for '{species_name}' not found: {path} (expected <pdb>.mrc in {templates})")
     return path

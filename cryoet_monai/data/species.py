@@ -16,14 +16,14 @@ class Species:
         radius: scoring radius in Å (the CZII value; also the synthetic particle size).
         weight: weight in the CZII score (0 = not scored).
         pdb: PDB id of the density template (file ``<pdb>.mrc`` in a template folder).
-        difficulty: how the CZII organisers rate it: "easy", "hard" or "invisible".
+        difficulty: how the CZII organisers rate it: "easy", "hard" or "invisible"; empty where no rating exists.
     """
 
     name: str
     radius: float
     weight: float
     pdb: str
-    difficulty: str
+    difficulty: str = ""
 
 
 CZII_SPECIES = (
@@ -35,12 +35,36 @@ CZII_SPECIES = (
     Species("virus-like-particle", 135.0, 1.0, "6n4v", "easy"),
 )
 
-SHREC_PDBS = ("1bxn", "1qvr", "1s3x", "1u6g", "2cg9", "3cf3", "3d2f", "3gl1", "3h84", "3qm1", "4cr2", "5mrc")
+# The twelve SHREC'19-'21 species, named by PDB id as in SHREC's ground truth. Radius: 99th percentile of the
+# distance of the template's protein voxels (> 20 % of its maximum) from their centre of mass, rounded to 5 Å
+# (``phantoms.template_radius``; on the CZII templates the same rule gives 151, 125 and 87 Å for ribosome,
+# thyroglobulin and beta-galactosidase, whose CZII radii are 150, 130 and 90 Å).
+# Weight 1 for all: SHREC ranks every class equally, so the score is the plain mean F-beta over the twelve.
+SHREC_SPECIES = tuple(
+    Species(pdb, radius, 1.0, pdb)
+    for pdb, radius in (
+        ("1bxn", 70.0),
+        ("1qvr", 90.0),
+        ("1s3x", 35.0),
+        ("1u6g", 75.0),
+        ("2cg9", 70.0),
+        ("3cf3", 75.0),
+        ("3d2f", 100.0),
+        ("3gl1", 45.0),
+        ("3h84", 45.0),
+        ("3qm1", 30.0),
+        ("4cr2", 135.0),
+        ("5mrc", 160.0),
+    )
+)
+SHREC_PDBS = tuple(s.pdb for s in SHREC_SPECIES)
+SPECIES_SETS = {"czii": CZII_SPECIES, "shrec": SHREC_SPECIES}
 
 
-def czii_species(name: str) -> Species:
-    """Look up a CZII species by class name."""
-    for s in CZII_SPECIES:
+def find_species(name: str) -> Species:
+    """Look up a CZII or SHREC species by class name."""
+    for s in (*CZII_SPECIES, *SHREC_SPECIES):
         if s.name == name:
             return s
-    raise KeyError(f"unknown CZII species '{name}' (known: {[s.name for s in CZII_SPECIES]})")
+    raise KeyError(f"unknown species '{name}' (known: {[s.name for s in (*CZII_SPECIES, *SHREC_SPECIES)]})")
+

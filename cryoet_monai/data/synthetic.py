@@ -1,4 +1,4 @@
-"""Synthetic CZII-like tomograms with ground-truth picks and a manifest (``cryoet-monai synth``).
+"""Synthetic CZII-like (or SHREC-like) tomograms with ground-truth picks and a manifest (``cryoet-monai synth``).
 
 Each tomogram is a slab of ice holding the six CZII species at their true sizes in random 3D
 orientations (density templates when ``templates`` is given, procedural look-alikes otherwise), placed
@@ -9,6 +9,10 @@ dose noise and reconstructs it by weighted back-projection. Output: ``tomograms/
 float32, protein bright, voxel size in the header), ``picks/<id>.csv`` (Å, score 1, also written for
 unlabeled items, which the manifest lists without picks), ``manifest.json`` and ``synthesis.json``
 (the resolved settings; a re-run with the same settings skips finished tomograms).
+
+The ``shrec`` preset holds the twelve SHREC'19-'21 species instead (class names are PDB ids, all score
+weights 1), packed at random, 40 of each per SHREC-sized volume; it needs ``templates`` (there are no
+procedural look-alikes of them).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from cryoet_monai.data.manifest import SPLITS, Item, Manifest, ParticleClass
 from cryoet_monai.data.microscope import Microscope, simulate_tomogram
 from cryoet_monai.data.picks import make_picks, read_picks, write_picks
 from cryoet_monai.data.readers import image_info, write_mrc
-from cryoet_monai.data.species import CZII_SPECIES, CZII_VOXEL_SIZE
+from cryoet_monai.data.species import CZII_SPECIES, CZII_VOXEL_SIZE, SPECIES_SETS, find_species
 
 CZII_SHAPE_XYZ = (630, 630, 184)
 # mean particles per CZII training tomogram (PROVENANCE.md table)
@@ -42,6 +46,8 @@ CZII_MEAN_COUNTS = {
     "thyroglobulin": 35.9,
     "virus-like-particle": 16.1,
 }
+SHREC_SHAPE_XYZ, SHREC_VOXEL_SIZE = (512, 512, 200), 10.0  # a SHREC 2021 tomogram
+SHREC_COUNT_PER_CLASS = 40  # our choice: every class equally often (as in SHREC), 480 particles per SHREC volume
 # the seven CZII training runs, split as the lead's benchmark uses them
 CZII_RUN_SPLITS = {
     "training": ["TS_5_4", "TS_69_2", "TS_6_4"],
@@ -51,6 +57,7 @@ CZII_RUN_SPLITS = {
 }
 
 _COMMON = {
+    "species": "czii",  # species set (cryoet_monai.data.species.SPECIES_SETS)
     "ice_fraction": 0.85,  # ice thickness / Z extent (mean)
     "ice_gradient": 0.15,  # relative thickness change across X
     "protein_potential": 2.5,  # V above ice for density 1 (protein ~7 V, vitreous ice ~4.5 V)
@@ -82,6 +89,13 @@ PRESETS: dict[str, dict] = {
         "voxel_size": CZII_VOXEL_SIZE,
         "splits": {s: len(r) for s, r in CZII_RUN_SPLITS.items()},
         "slab": 32,
+    },
+    "shrec": {
+        **_COMMON,
+        "species": "shrec",
+        "shape": (256, 256, 100),  # the physical extent of a SHREC tomogram at 20 Å/voxel
+        "voxel_size": 2 * SHREC_VOXEL_SIZE,
+        "splits": {s: len(r) for s, r in CZII_RUN_SPLITS.items()},
     },
 }
 """Presets. ``shape`` is ``(x, y, z)`` voxels; ``voxel_size`` Å; ``splits`` items per split. Any key of a preset or
@@ -117,6 +131,8 @@ def resolve_settings(preset: str, overrides: dict) -> dict:
     shape = tuple(int(v) for v in settings["shape"])
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape must be (x, y, z) with at least 8 voxels per axis, got {settings['shape']}")
+    if settings["species"] not in SPECIES_SETS:
+        raise ValueError(f"unknown species set '{settings['species']}' (known: {sorted(SPECIES_SETS)})")
     if not float(settings["voxel_size"]) > 0:
         raise ValueError(f"voxel_size must be positive Å, got {settings['voxel_size']}")
     settings["shape"], settings["voxel_size"] = shape, float(settings["voxel_size"])
@@ -179,15 +195,30 @@ def ice_slab(shape_xyz, voxel_size, settings, rng) -> tuple[np.ndarray, np.ndarr
     return centre - thickness / 2, centre + thickness / 2
 
 
+def bounding_radius(name: str) -> float:
+    """Å around a particle's centre that holds its density (procedural extent for CZII species, else the class radius)."""
+    return phantoms.PROCEDURAL[name][1] if name in phantoms.PROCEDURAL else find_species(name).radius
+
+
+def mean_counts(species_set: str, extent_xyz) -> dict[str, float]:
+    """Expected particles per class in a volume of ``extent_xyz`` Å: CZII counts, or SHREC's equal share."""
+    volume = np.prod(np.asarray(extent_xyz, dtype=float))
+    if species_set == "czii":
+        ratio = volume / np.prod(np.asarray(CZII_SHAPE_XYZ) * CZII_VOXEL_SIZE)
+        return {name: count * ratio for name, count in CZII_MEAN_COUNTS.items()}
+    ratio = volume / np.prod(np.asarray(SHREC_SHAPE_XYZ) * SHREC_VOXEL_SIZE)
+    return {s.name: SHREC_COUNT_PER_CLASS * ratio for s in SPECIES_SETS[species_set]}
+
+
 def pack_particles(shape_xyz, voxel_size, bottom, top, settings, rng) -> pd.DataFrame:
-    """Random non-overlapping particles at CZII-like counts (largest first), inside the ice slab."""
+    """Random non-overlapping particles of the preset's species (largest first), inside the ice slab."""
     extent = np.asarray(shape_xyz) * voxel_size
-    volume_ratio = np.prod(extent) / np.prod(np.asarray(CZII_SHAPE_XYZ) * CZII_VOXEL_SIZE)
-    order = sorted(CZII_SPECIES, key=lambda s: -phantoms.PROCEDURAL[s.name][1])
+    counts = mean_counts(settings["species"], extent)
+    order = sorted(SPECIES_SETS[settings["species"]], key=lambda s: -bounding_radius(s.name))
     centres, radii, rows = np.zeros((0, 3)), np.zeros(0), []
     for species in order:
-        radius = phantoms.PROCEDURAL[species.name][1]
-        wanted = max(1, rng.poisson(CZII_MEAN_COUNTS[species.name] * volume_ratio * settings["crowding"]))
+        radius = bounding_radius(species.name)
+        wanted = max(1, rng.poisson(counts[species.name] * settings["crowding"]))
         placed = 0
         for _ in range(200 * wanted):
             if placed == wanted:
@@ -234,7 +265,7 @@ def build_potential(
 
     extent = np.asarray(shape_xyz) * voxel_size
     xyz = particles[["x", "y", "z"]].to_numpy()
-    radii = np.array([phantoms.PROCEDURAL[n][1] for n in particles["particle_type"]])
+    radii = np.array([bounding_radius(n) for n in particles["particle_type"]])
     half_ice = 0.5 * float(np.min(top - bottom))
     for _ in range(rng.integers(settings["vesicles"][0], settings["vesicles"][1] + 1)):
         r_lo, r_hi = settings["vesicle_radius"][0], min(settings["vesicle_radius"][1], half_ice - 60.0)
@@ -323,9 +354,10 @@ def synthesize(
 
     Args:
         out_dir: output folder (created).
-        preset: one of :data:`PRESETS` (``tiny``, ``czii-bin2``, ``czii``).
+        preset: one of :data:`PRESETS` (``tiny``, ``czii-bin2``, ``czii``, ``shrec``).
         seed: random seed; tomogram ``k`` uses the generator ``default_rng([seed, k])``.
-        templates: folder of density maps ``<pdb>.mrc`` (bright protein, any voxel size); None = procedural.
+        templates: folder of density maps ``<pdb>.mrc`` (bright protein, any voxel size); None = procedural
+            (CZII species only: the ``shrec`` preset needs templates).
         layout: folder of CZII runs ``<run>/<class>.json`` (copick, Å at 10.012 Å/voxel in 630 × 630 × 184);
             positions are scaled to this preset's physical extent. None = random packing.
         progress: print one line per tomogram.
@@ -336,6 +368,19 @@ def synthesize(
     for name, folder in (("templates", templates), ("layout", layout)):
         if folder is not None and not Path(folder).is_dir():
             raise FileNotFoundError(f"{name} folder not found: {folder}")
+    species = SPECIES_SETS[settings["species"]]
+    if settings["species"] != "czii":
+        if templates is None:
+            raise ValueError(
+                f"preset '{preset}' needs --templates: a folder with "
+                f"{', '.join(s.pdb + '.mrc' for s in species)} (e.g. polnet's data/templates/mrcs_10A); "
+                "procedural particles exist only for the CZII species"
+            )
+        missing = [s.pdb for s in species if not (Path(templates) / f"{s.pdb}.mrc").is_file()]
+        if missing:
+            raise FileNotFoundError(f"templates {missing} (<pdb>.mrc) not found in {templates}")
+        if layout is not None:
+            raise ValueError("layout replays CZII runs and works only with the CZII species")
     out_dir = Path(out_dir)
     (out_dir / "tomograms").mkdir(parents=True, exist_ok=True)
     (out_dir / "picks").mkdir(parents=True, exist_ok=True)
@@ -358,7 +403,7 @@ def synthesize(
         f"synthetic-{preset}",
         3,
         settings["voxel_size"],
-        [ParticleClass(s.name, s.radius, s.weight) for s in CZII_SPECIES],
+        [ParticleClass(s.name, s.radius, s.weight) for s in species],
     )
     for index, item_id in enumerate(ordered):
         image, picks_path = out_dir / "tomograms" / f"{item_id}.mrc", out_dir / "picks" / f"{item_id}.csv"
