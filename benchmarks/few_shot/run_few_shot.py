@@ -1,12 +1,16 @@
 """Few-shot benchmark of the SaSi bundle: N particles per class, ablation rows, CZII score and F1 on `test`.
 
 Rows: plain U-Net; + contrastive pre-training; + volume infill; + consistency guidance; full SaSi (all
-three); and the zero-label blob floor (`cryoet-monai baseline`). Budgets come from
-``budget_manifest(shots=N, seed=s)``; hyper-parameters are fixed in advance (no tuning on any split).
-The encoder is pre-trained once (label-free) and shared by the rows that use it. Runs resume: a
-finished run (its metrics.json exists) is not repeated.
+three); the SemiETPicker bundle's supervised ``train.yaml`` on the same budget; and the zero-label blob
+floor (`cryoet-monai baseline`). Budgets come from ``budget_manifest(shots=N, seed=s)``; hyper-parameters
+are fixed in advance (no tuning on the test split; SemiETPicker tunes its per-class thresholds on
+`validation`, as its bundle does). The encoder is pre-trained once (label-free) and shared by the rows
+that use it. Data: a synthetic preset (``--dataset czii-bin2`` or ``shrec``), built in ``--data`` when
+missing. Runs resume: a finished run (its metrics.json exists) is not repeated.
 
     python benchmarks/few_shot/run_few_shot.py --data /tmp/sasi_bench/czii-bin2 --out /tmp/sasi_bench/runs
+    python benchmarks/few_shot/run_few_shot.py --dataset shrec --templates ../shared/data/templates_10A \
+        --data /tmp/sasi_bench/shrec --out /tmp/sasi_bench/shrec_runs
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ import pandas as pd
 from monai.bundle import run
 
 from cryoet_monai.bundles import bundle_dir
+from cryoet_monai.cli import run_bundle
 from cryoet_monai.data.budgets import budget_manifest
 from cryoet_monai.data.manifest import load_manifest
 from cryoet_monai.data.picks import read_picks, write_picks
+from cryoet_monai.data.synthetic import synthesize
 from cryoet_monai.metrics import score_picks
 
 CONFIGS = bundle_dir("sasi") / "configs"
@@ -33,11 +39,15 @@ ROWS = {  # row name: (use_pretrained, infill, consistency weight)
     "+ consistency": (False, False, 1.0),
     "SaSi (all)": (True, True, 1.0),
 }
+SEMIETPICKER = "SemiETPicker (supervised)"
+DATASETS = ("czii-bin2", "shrec")  # synthetic presets, 5 tomograms: 2 training, 1 unlabeled, 1 validation, 1 test
 CPU_PRESET = {  # small enough for 2 CPU cores; the bundle's defaults are for a GPU
     "network": {"roi_size": [32, 48, 48], "features": [8, 8, 16, 32, 64, 8]},
     "pretrain": {"max_epochs": 1, "epoch_length": 40, "batch_size": 8, "learning_rate": 0.003},
     "train": {"max_epochs": 4, "epoch_length": 20, "batch_size": 2, "num_samples": 1, "learning_rate": 0.003, "consistency#rampup_iterations": 20},
     "inference": {"sw_batch_size": 8, "overlap": 0.25},
+    # the SaSi rows' schedule (iterations, batch, crop, learning rate), no validation during training
+    "semietpicker": {"max_epochs": 4, "epoch_length": 20, "batch_size": 2, "num_samples": 1, "learning_rate": 0.003, "val_interval": 0},
 }
 
 
@@ -52,14 +62,15 @@ def pretrain(manifest: Path, out: Path) -> Path:
     return encoder
 
 
-def train_and_score(budget: Path, full: Path, encoder: Path, row: str, out: Path, split: str, seed: int) -> dict:
+def train_and_score(budget: Path, full: Path, encoder: Path | None, row: str, out: Path, split: str, seed: int) -> dict:
     metrics = out / "metrics.json"
     if metrics.is_file():
         return json.loads(metrics.read_text())
     use_pretrained, infill, weight = ROWS[row]
     start = time.time()
+    encoder_path = {"pretrained_encoder": str(encoder)} if use_pretrained else {}
     _run(
-        "train", manifest=str(budget), output_dir=str(out), use_pretrained=use_pretrained, pretrained_encoder=str(encoder),
+        "train", manifest=str(budget), output_dir=str(out), use_pretrained=use_pretrained, **encoder_path,
         **{"infill#enabled": infill, "consistency#weight": weight, "initialize": [f"$monai.utils.set_determinism(seed={seed})"]},
         **CPU_PRESET["network"], **CPU_PRESET["train"],
     )
@@ -67,6 +78,25 @@ def train_and_score(budget: Path, full: Path, encoder: Path, row: str, out: Path
     _run("inference", manifest=str(full), split=split, output_dir=str(out), model_path=str(out / "models" / "model.pt"), **CPU_PRESET["network"], **CPU_PRESET["inference"])
     result = score_picks(read_picks(out / "picks.csv", ndim=3), load_manifest(full), split)
     result.update(method=row, shots=shots_of(budget), seed=seed, train_seconds=round(trained, 1))
+    metrics.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def semietpicker_and_score(budget: Path, full: Path, out: Path, split: str, seed: int) -> dict:
+    """SemiETPicker's supervised ``train.yaml`` on the budget, thresholds tuned on `validation`, scored on ``split``."""
+    metrics = out / "metrics.json"
+    if metrics.is_file():
+        return json.loads(metrics.read_text())
+    model, thresholds = out / "models" / "model.pt", out / "thresholds.json"
+    roi = {"roi_size": CPU_PRESET["network"]["roi_size"]}
+    start = time.time()
+    run_bundle("semietpicker", "train", {"manifest": str(budget), "output_dir": str(out), "seed": seed, **roi, **CPU_PRESET["semietpicker"]})
+    trained = time.time() - start
+    common = {"manifest": str(full), "model_path": str(model), "thresholds_path": str(thresholds), **roi, **CPU_PRESET["inference"]}
+    run_bundle("semietpicker", "evaluate", {**common, "split": "validation", "output_dir": str(out / "validation")})
+    run_bundle("semietpicker", "inference", {**common, "split": split, "output_dir": str(out)})
+    result = score_picks(read_picks(out / "picks.csv", ndim=3), load_manifest(full), split)
+    result.update(method=SEMIETPICKER, shots=shots_of(budget), seed=seed, train_seconds=round(trained, 1))
     metrics.write_text(json.dumps(result, indent=2))
     return result
 
@@ -95,50 +125,79 @@ def collect(out: Path) -> list[dict]:
         result = json.loads(path.read_text())
         record = {k: result[k] for k in ("shots", "seed", "method", "score", "mean_f1")}
         record.update({f"F1 {name}": c["f1"] for name, c in result["classes"].items()})
+        record["train_s"] = result.get("train_seconds")
         records.append(record)
-    order = {name: i for i, name in enumerate(["blob floor (0 labels)", *ROWS])}
+    order = {name: i for i, name in enumerate(["blob floor (0 labels)", *ROWS, SEMIETPICKER])}
     return sorted(records, key=lambda r: (r["shots"], order[r["method"]], r["seed"]))
 
 
-def table(records: list[dict]) -> str:
-    """Markdown table: mean over seeds of the CZII score, mean F1 and per-class F1."""
-    frame = pd.DataFrame(records)
+def _cell(mean: float, std: float, n: int, digits: int) -> str:
+    if pd.isna(mean):
+        return "–"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
+
+
+def table(frame: pd.DataFrame) -> str:
+    """Markdown table of one dataset: mean ± std over seeds of the CZII score, mean F1 and per-class F1."""
+    frame = frame.dropna(axis=1, how="all")
     keys = ["shots", "method"]
-    value_columns = [c for c in frame.columns if c not in (*keys, "seed")]
+    value_columns = [c for c in frame.columns if c not in (*keys, "seed", "dataset")]
     grouped = frame.groupby(keys, sort=False)
-    mean = grouped[value_columns].mean().round(3)
-    mean.insert(0, "seeds", grouped.size())
-    mean = mean.reset_index()
-    lines = ["| " + " | ".join(mean.columns) + " |", "|" + "---|" * len(mean.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in mean.itertuples(index=False)]
+    mean, std = grouped[value_columns].mean(), grouped[value_columns].std(ddof=0)
+    lines = ["| " + " | ".join([*keys, "seeds", *value_columns]) + " |", "|" + "---|" * (len(value_columns) + 3)]
+    for key, n in grouped.size().items():
+        cells = [_cell(mean.loc[key, c], std.loc[key, c], n, 0 if c == "train_s" else 3) for c in value_columns]
+        lines.append("| " + " | ".join([*map(str, key), str(n), *cells]) + " |")
     return "\n".join(lines)
+
+
+def write_results(records: list[dict], dataset: str, results: Path) -> None:
+    """Replace this dataset's lines of ``results.csv`` (one line per run) and rewrite ``results.md`` (one table per dataset)."""
+    frame = pd.DataFrame(records).assign(dataset=dataset)
+    path = results / "results.csv"
+    if path.is_file():
+        old = pd.read_csv(path)
+        frame = pd.concat([old[old["dataset"] != dataset], frame], ignore_index=True) if "dataset" in old else frame
+    frame = frame[["dataset", *[c for c in frame.columns if c != "dataset"]]]
+    frame.to_csv(path, index=False)
+    parts = [f"## {name}\n\n{table(frame[frame['dataset'] == name])}\n" for name in frame["dataset"].unique()]
+    (results / "results.md").write_text("\n".join(parts))
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="folder of a full synthetic manifest (manifest.json)")
+    parser.add_argument("--dataset", choices=DATASETS, default="czii-bin2", help="synthetic preset of the data")
+    parser.add_argument("--data", type=Path, required=True, help="folder of the dataset's manifest.json (synthesized when missing)")
+    parser.add_argument("--templates", type=Path, help="density templates for synthesizing (required for shrec)")
     parser.add_argument("--out", type=Path, required=True, help="folder for budgets, runs and results")
     parser.add_argument("--shots", type=int, nargs="+", default=[3, 5, 10])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--rows", nargs="+", default=[*ROWS, SEMIETPICKER], choices=[*ROWS, SEMIETPICKER])
     parser.add_argument("--split", default="test")
     parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--collect-only", action="store_true", help="only tabulate the finished runs under --out")
     args = parser.parse_args(argv)
 
-    full = args.data / "manifest.json"
-    encoder = pretrain(full, args.out / "pretrain")
-    blob_floor(full, args.out / "blob", args.split)
     args.results.mkdir(parents=True, exist_ok=True)
+    if args.collect_only:
+        write_results(collect(args.out), args.dataset, args.results)
+        return
+    full = args.data / "manifest.json"
+    if not full.is_file():
+        synthesize(args.data, preset=args.dataset, seed=0, templates=args.templates, n_tomograms=5)
+    encoder = pretrain(full, args.out / "pretrain") if any(row in ROWS and ROWS[row][0] for row in args.rows) else None
+    blob_floor(full, args.out / "blob", args.split)
     for shots in args.shots:
         for seed in args.seeds:
             budget = budget_manifest(full, args.out / "budgets" / f"shots{shots}_seed{seed}" / "manifest.json", shots=shots, seed=seed)
             for row in args.rows:
                 run_dir = args.out / "runs" / f"shots{shots}" / f"seed{seed}" / row.strip("+ ").replace(" ", "_").replace("(", "").replace(")", "")
-                train_and_score(budget, full, encoder, row, run_dir, args.split, seed)
-                records = collect(args.out)
-                pd.DataFrame(records).to_csv(args.results / "results.csv", index=False)
-                (args.results / "results.md").write_text(table(records) + "\n")
-    print(table(collect(args.out)))
+                if row == SEMIETPICKER:
+                    semietpicker_and_score(budget, full, run_dir, args.split, seed)
+                else:
+                    train_and_score(budget, full, encoder, row, run_dir, args.split, seed)
+                write_results(collect(args.out), args.dataset, args.results)
+    print((args.results / "results.md").read_text())
 
 
 if __name__ == "__main__":
