@@ -1,4 +1,4 @@
-"""multi_gpu.yaml under torchrun: a 2-process gloo (CPU) DDP training step for the SemiETPicker and SaSi bundles."""
+"""multi_gpu.yaml under torchrun: 2-process gloo (CPU) DDP training steps for the SemiETPicker, SaSi and CryoMAE bundles."""
 
 import os
 import subprocess
@@ -6,9 +6,18 @@ import sys
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from cryoet_monai.bundles import bundle_dir
+from cryoet_monai.data.picks import make_picks
 from cryoet_monai.data.synthetic import synthesize
+from cryoet_monai.data.synthetic_2d import synthesize_micrographs
+from cryoet_monai.engines.distributed import distributed_model
+from cryoet_monai.engines.mae import CryoMAETrainer
+from cryoet_monai.inference.exemplar import ExemplarSet
+from cryoet_monai.losses.self_cross import SelfCrossSimilarityLoss
+from cryoet_monai.networks.mae import CryoMAE
 
 SMALL = ["--roi_size", "[16, 32, 32]", "--max_epochs", "1", "--epoch_length", "2", "--num_samples", "1", "--batch_size", "1"]
 
@@ -40,3 +49,42 @@ def test_semietpicker_two_process_gloo_training(tiny_manifest, tmp_path):
 def test_sasi_two_process_gloo_training(tiny_manifest, tmp_path):
     torchrun("sasi", ["train.yaml", "multi_gpu.yaml"], ["--manifest", str(tiny_manifest), *SMALL, "--use_pretrained", "False"], tmp_path)
     assert list((tmp_path / "models").glob("*.pt"))
+
+
+def test_cryomae_two_process_gloo_pretraining(tmp_path):
+    micrographs = synthesize_micrographs(tmp_path / "data", num_micrographs=2, shape=(128, 128), radius=8, num_particles=12, seed=0)
+    tiny = ["--window", "48", "--network_def#hidden_size", "48", "--network_def#mlp_dim", "96", "--network_def#num_layers", "1",
+            "--network_def#decoder_num_layers", "1", "--num_exemplars", "4", "--epoch_length", "2", "--batch_size", "2"]
+    torchrun("cryomae", ["pretrain.yaml", "multi_gpu.yaml"], ["--manifest", str(micrographs), *tiny], tmp_path / "out")
+    state = torch.load(tmp_path / "out" / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert "cls_token" in state and not any(k.startswith("module.") for k in state)
+
+
+def _cryomae_worker(rank: int, world_size: int, folder: str) -> None:
+    """Two CryoMAE steps on rank-specific windows; saves this rank's parameters after training."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=world_size)
+    torch.manual_seed(rank)  # different initial weights (DDP broadcasts rank 0's), masks and exemplar views per rank
+    net = CryoMAE(in_channels=1, img_size=48, patch_size=16, hidden_size=32, mlp_dim=64, num_layers=1, num_heads=2,
+                  decoder_hidden_size=16, decoder_mlp_dim=32, decoder_num_layers=1, decoder_num_heads=2, spatial_dims=2)
+    ddp = distributed_model(net, torch.device("cpu"), find_unused_parameters=True)
+    image = torch.randn(1, 96, 96, generator=torch.Generator().manual_seed(0))
+    exemplars = ExemplarSet(image, make_picks("m", "p", [[30.0, 30.0], [60.0, 40.0], [40.0, 70.0]], ndim=2), (96, 96), 48, 16, jitter=2)
+    windows = torch.randn(2, 2, 1, 48, 48, generator=torch.Generator().manual_seed(100 + rank))  # each rank its own data
+    trainer = CryoMAETrainer(device="cpu", max_epochs=1, epoch_length=2, train_data_loader=[{"image": w} for w in windows],
+                             network=ddp, optimizer=torch.optim.SGD(ddp.parameters(), lr=0.5),
+                             exemplars=exemplars, self_cross_loss=SelfCrossSimilarityLoss(), unlabeled_tokens=8)
+    start = torch.nn.utils.parameters_to_vector(net.parameters()).detach().clone()
+    trainer.run()
+    torch.save({"start": start, "end": torch.nn.utils.parameters_to_vector(net.parameters()).detach()}, f"{folder}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_cryomae_ddp_averages_both_losses(tmp_path):
+    """Ranks see different windows: their weights stay equal only if the gradients of the DDP forward (reconstruction)
+    AND of ``encode`` (self-cross similarity, run on the unwrapped module) are all-reduced."""
+    mp.spawn(_cryomae_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert torch.equal(ranks[0]["start"], ranks[1]["start"]), "DDP broadcasts rank 0's initial weights"
+    assert not torch.allclose(ranks[0]["start"], ranks[0]["end"]), "the steps must change the weights"
+    torch.testing.assert_close(ranks[0]["end"], ranks[1]["end"], rtol=0, atol=1e-6)

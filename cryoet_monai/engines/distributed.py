@@ -33,11 +33,20 @@ def init_distributed(device: torch.device | None = None) -> int:
     return dist.get_rank()
 
 
-def distributed_model(module: torch.nn.Module, device: torch.device) -> torch.nn.parallel.DistributedDataParallel:
-    """Move ``module`` to ``device`` and wrap it for data-parallel training."""
+def distributed_model(
+    module: torch.nn.Module, device: torch.device, find_unused_parameters: bool = False
+) -> torch.nn.parallel.DistributedDataParallel:
+    """Move ``module`` to ``device`` and wrap it for data-parallel training.
+
+    Args:
+        module: the network.
+        device: this process's device.
+        find_unused_parameters: needed when some trainable parameters never reach the loss (e.g. the
+            ``norm_cross_attn`` of MONAI ``TransformerBlock`` s built without cross-attention).
+    """
     module = module.to(device)
     device_ids = [device] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
 
 
 def is_main_process() -> bool:

@@ -11,6 +11,12 @@ windows of an :class:`~cryoet_monai.inference.exemplar.ExemplarSet`:
   pulls the former together and pushes the latter away from them, PU-weighted.
 
     loss = reconstruction + self_cross_weight · self_cross
+
+Distributed training: ``network`` may be wrapped in ``DistributedDataParallel``. The masked forward
+goes through the wrapper (that is what arms its gradient all-reduce); ``encode`` and the loss maths
+run on the wrapped module. ``encode`` uses only parameters the masked forward uses too, and autograd
+sums all contributions to a parameter before its gradient hook fires, so DDP averages the gradients
+of both losses.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 from monai.engines import SupervisedTrainer
+from torch.nn.parallel import DistributedDataParallel
 from monai.utils import CommonKeys as Keys
 
 from cryoet_monai.inference.exemplar import ExemplarSet
@@ -31,7 +38,7 @@ class CryoMAETrainer(SupervisedTrainer):
         device: where the network runs.
         max_epochs: epochs over ``train_data_loader``.
         train_data_loader: batches with ``image``: random windows ``(B, C, *img_size)`` of the training image.
-        network: a :class:`~cryoet_monai.networks.mae.CryoMAE`.
+        network: a :class:`~cryoet_monai.networks.mae.CryoMAE`, or one wrapped in ``DistributedDataParallel``.
         optimizer: its optimizer.
         exemplars: the exemplar windows.
         self_cross_loss: ``loss(exemplar_embeddings, unlabeled_embeddings)``.
@@ -73,12 +80,13 @@ class CryoMAETrainer(SupervisedTrainer):
         inputs = torch.as_tensor(batchdata[Keys.IMAGE]).to(engine.state.device).float()
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        reconstruction = engine.network.reconstruction_loss(inputs)
+        model = engine.network.module if isinstance(engine.network, DistributedDataParallel) else engine.network
+        reconstruction = model.reconstruction_loss(inputs, engine.network(inputs))
         loss = reconstruction
         self_cross = torch.zeros(())
         if engine.self_cross_weight > 0:
-            exemplar_embeddings = engine.exemplars.embeddings(engine.network, views=True)
-            tokens = engine.network.encode(inputs)
+            exemplar_embeddings = engine.exemplars.embeddings(model, views=True)
+            tokens = model.encode(inputs)
             tokens = tokens.flatten(2).transpose(1, 2).reshape(-1, tokens.shape[1])
             chosen = torch.randperm(len(tokens), device=tokens.device)[: engine.unlabeled_tokens]
             self_cross = engine.loss_function(exemplar_embeddings, tokens[chosen])

@@ -53,13 +53,15 @@ class CryoMAE(MaskedAutoEncoderViT):
         x = x.permute(0, *grid_axes, *patch_axes, 1)
         return x.reshape(b, math.prod(self.grid_size), -1)
 
-    def reconstruction_loss(self, x: torch.Tensor) -> torch.Tensor:
+    def reconstruction_loss(self, x: torch.Tensor, prediction: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """MAE loss of a batch: per-patch-normalised pixel MSE averaged over the masked patches.
 
         Args:
             x: ``(B, C, *img_size)`` windows.
+            prediction: ``forward(x)``'s ``(pred, mask)`` when already computed (e.g. through a
+                ``DistributedDataParallel`` wrapper, whose forward is what synchronises gradients).
         """
-        pred, mask = self(x)
+        pred, mask = self(x) if prediction is None else prediction
         target = self.patchify(x)
         target = (target - target.mean(dim=-1, keepdim=True)) / (target.var(dim=-1, keepdim=True) + 1e-6).sqrt()
         per_patch = ((pred - target) ** 2).mean(dim=-1)
