@@ -47,11 +47,28 @@ def test_fusion_recovers_peak_seen_only_in_other_views():
 
     labeler = MultiViewPseudoLabeler([37.5, 37.5], voxel_size=25.0, thresholds=0.2, views=[0, 1])
     assert half_blind_teacher(image).max() < 0  # the plain frame misses it
-    pseudo = labeler(half_blind_teacher, image)
-    assert pseudo.shape == (1, 2, *shape)
+    pseudo, trusted = labeler(half_blind_teacher, image)
+    assert pseudo.shape == trusted.shape == (1, 2, *shape) and bool(trusted.all())
     peak = torch.nonzero(pseudo[0, 0] == pseudo[0, 0].max())[0].tolist()
     assert peak == [4, 6, 15] and pseudo[0, 0].max() == pytest.approx(1.0)
     assert pseudo[0, 1].max() == 0
+
+
+def test_uncertain_voxels_are_left_out_of_the_pseudo_label_loss():
+    shape = (12, 20, 20)
+    confident = _blob(shape, (4.0, 6.0, 5.0))
+    faint = 0.3 * _blob(shape, (8.0, 14.0, 14.0))  # probability 0.3 at its top: neither particle nor background
+
+    def teacher(x):
+        return torch.logit((confident + faint).clamp(1e-4, 1 - 1e-4)).expand_as(x)
+
+    labeler = MultiViewPseudoLabeler([37.5], voxel_size=25.0, thresholds=0.5, views=[0], negative_threshold=0.1)
+    pseudo, trusted = labeler(teacher, torch.zeros(1, 1, *shape))
+    assert trusted[0, 0, 4, 6, 5] == 1 and pseudo[0, 0, 4, 6, 5] == pytest.approx(1.0)  # the pseudo-particle
+    assert trusted[0, 0, 8, 14, 14] == 0 and pseudo[0, 0, 8, 14, 14] == 0  # the faint one: ignored, not background
+    assert trusted[0, 0, 0, 19, 0] == 1  # far from both: trusted background
+    with pytest.raises(ValueError, match="negative_threshold"):
+        MultiViewPseudoLabeler([37.5], 25.0, negative_threshold=1.5)
 
 
 def _loader(n, unlabeled=False):

@@ -67,7 +67,8 @@ class MeanTeacherTrainer(SupervisedTrainer):
         optimizer: optimizer of the student.
         loss_function: supervised loss ``loss(pred, label)``.
         unlabeled_data_loader: unlabeled crops with ``image`` and ``unlabeled_mask``; cycled.
-        pseudo_labeler: ``pseudo_labeler(teacher, images) -> heatmaps``.
+        pseudo_labeler: ``pseudo_labeler(teacher, images) -> (heatmaps, trusted)``, the mask ``trusted``
+            weighting the pseudo-label loss per class and voxel (see ``MultiViewPseudoLabeler``).
         unsupervised_loss: ``loss(pred, target, mask)``; defaults to a masked heatmap focal loss.
         teacher: the teacher network; a copy of ``network`` when None.
         ema_decay: EMA decay of the teacher (the effective decay is ``min(ema_decay, 1 − 1/(iteration + 1))``,
@@ -152,8 +153,8 @@ class MeanTeacherTrainer(SupervisedTrainer):
         unlabeled, masks = engine._next_unlabeled()
 
         engine.teacher.eval()
-        pseudo = engine.pseudo_labeler(engine.teacher, unlabeled)
-        strong, pseudo, masks = engine._strong_view(unlabeled, pseudo, masks)
+        pseudo, trusted = engine.pseudo_labeler(engine.teacher, unlabeled)
+        strong, pseudo, masks = engine._strong_view(unlabeled, pseudo, masks * trusted)
         weight = engine.unsupervised_weight * sigmoid_rampup(engine.state.iteration, engine.rampup_iterations)
 
         engine.network.train()

@@ -2,7 +2,9 @@
 
 The teacher sees a crop under several wedge-preserving views; the inverse-mapped logits are averaged
 (fusion), peaks above per-class confidence thresholds become pseudo-particles, and Gaussian heatmaps
-are rendered around them exactly like the heatmaps of annotated particles.
+are rendered around them exactly like the heatmaps of annotated particles. Voxels the teacher is
+unsure about (fused probability between ``negative_threshold`` and a pseudo-particle) are left out
+of the pseudo-label loss: there a missed particle would otherwise be taught as background.
 
 Unlabeled data are the ``unlabeled`` items and the space outside the ``annotated`` boxes of the
 ``training`` items; ``unlabeled_mask`` marks that space so that annotated space, which the supervised
@@ -76,6 +78,8 @@ class MultiViewPseudoLabeler:
         thresholds: minimum fused probability of a pseudo-particle, one or one per class.
         views: view indices the teacher predicts on.
         nms_radius_scale: pseudo-particles of a class are at least ``nms_radius_scale × radius`` apart.
+        negative_threshold: a voxel counts as background of a class only where the fused probability is
+            below this; elsewhere outside the pseudo-particles' Gaussians it is ignored. None: all voxels count.
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class MultiViewPseudoLabeler:
         thresholds: float | Sequence[float] = 0.5,
         views: Sequence[int] = (0, 1, 2, 8),
         nms_radius_scale: float = 0.75,
+        negative_threshold: float | None = None,
     ):
         num_classes = len(radii_angstrom)
         thresholds = [float(thresholds)] * num_classes if isinstance(thresholds, (int, float)) else list(thresholds)
@@ -96,6 +101,9 @@ class MultiViewPseudoLabeler:
         self.logit_thresholds = torch.logit(torch.tensor(thresholds, dtype=torch.float64)).tolist()
         self.min_distance = [nms_radius_scale * r / voxel_size for r in radii_angstrom]
         self.views = [int(k) for k in views]
+        if negative_threshold is not None and not 0.0 < negative_threshold < 1.0:
+            raise ValueError(f"negative_threshold must be a probability in (0, 1), got {negative_threshold}")
+        self.negative_threshold = negative_threshold
 
     @torch.no_grad()
     def fuse(self, network: Callable, images: torch.Tensor) -> torch.Tensor:
@@ -104,11 +112,20 @@ class MultiViewPseudoLabeler:
         return total / len(self.views)
 
     @torch.no_grad()
-    def __call__(self, network: Callable, images: torch.Tensor) -> torch.Tensor:
-        """Pseudo-heatmaps ``(B, C, Z, Y, X)`` in [0, 1] for a batch of crops ``(B, 1, Z, Y, X)``."""
+    def __call__(self, network: Callable, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pseudo-heatmaps and their loss weights for a batch of crops ``(B, 1, Z, Y, X)``.
+
+        Returns:
+            heatmaps ``(B, C, Z, Y, X)`` in [0, 1], and a 0/1 mask of the same shape marking the voxels
+            whose pseudo-label is trusted (all ones when ``negative_threshold`` is None).
+        """
         fused = self.fuse(network, images).float()
         heatmaps = []
         for logits in fused:
             points, labels, _ = find_peaks(logits, self.min_distance, self.logit_thresholds)
             heatmaps.append(render_heatmap(points, labels, self.sigmas, logits.shape[1:], self.num_classes))
-        return torch.stack([torch.as_tensor(h, dtype=images.dtype) for h in heatmaps]).to(images.device)
+        heatmaps = torch.stack(heatmaps).to(device=images.device, dtype=images.dtype)
+        if self.negative_threshold is None:
+            return heatmaps, torch.ones_like(heatmaps)
+        trusted = (torch.sigmoid(fused) < self.negative_threshold) | (heatmaps > 0)
+        return heatmaps, trusted.to(heatmaps)

@@ -43,7 +43,8 @@ class MaskedHeatmapLoss(_Loss):
         Args:
             pred: logits ``(B, C, Z, Y, X)``.
             target: heatmaps in [0, 1] ``(B, C, Z, Y, X)`` (``C + 1`` channels with ``mask_channel``).
-            mask: ``(B, 1, Z, Y, X)``, 1 where the annotation is complete; None means everywhere.
+            mask: ``(B, 1, Z, Y, X)`` (or ``(B, C, Z, Y, X)`` per class), 1 where the annotation is complete;
+                None means everywhere.
         """
         target = torch.as_tensor(target, dtype=pred.dtype, device=pred.device)
         if mask is None and self.mask_channel:
