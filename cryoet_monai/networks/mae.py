@@ -67,3 +67,26 @@ class CryoMAE(MaskedAutoEncoderViT):
         per_patch = ((pred - target) ** 2).mean(dim=-1)
         mask = mask.to(per_patch)
         return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+class CryoMAEEncoder(torch.nn.Module):
+    """A :class:`CryoMAE` whose ``forward`` is :meth:`CryoMAE.encode`, the network picking runs: for TorchScript export.
+
+    Its state dict is the wrapped network's, so CryoMAE checkpoints load as they are.
+
+    Args:
+        network: the CryoMAE.
+    """
+
+    def __init__(self, network: CryoMAE) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network.encode(x)
+
+    def state_dict(self, *args, **kwargs):
+        return self.network.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        return self.network.load_state_dict(state_dict, strict=strict, assign=assign)
