@@ -6,6 +6,7 @@ Given the truth, each class's picks are split into true positives (solid circles
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -40,46 +41,43 @@ def classify_picks(pred_xyz: np.ndarray, true_xyz: np.ndarray, max_distance: flo
     return pred_hit, true_hit
 
 
-def draw_overlay(
-    volume: np.ndarray,
+def overlay_figure(
+    image: np.ndarray,
     picks: pd.DataFrame,
-    out,
+    z: int | None = None,
     voxel_size: float = 1.0,
     radii: dict[str, float] | None = None,
     truth: pd.DataFrame | None = None,
-    z: int | None = None,
     thickness: int = 5,
     title: str = "",
     hit_fraction: float = 0.5,
-) -> Path:
-    """Write a PNG of a slab with picks circled by class colour.
+    dpi: int = 110,
+):
+    """A matplotlib figure of a 2D image with picks circled by class colour.
 
     Args:
-        volume: ``[z, y, x]`` tomogram or ``[y, x]`` micrograph.
+        image: ``[y, x]`` slab of a tomogram (see :func:`slab_image`) or a micrograph.
         picks: picks of this item (Å for 3D, px for 2D).
-        out: PNG path.
+        z: slab centre (voxel index) for a tomogram; None for a micrograph.
         voxel_size: Å per voxel (1 for 2D px).
         radii: class radius (Å / px) for the circle size and the hit rule; 10 voxels when absent.
         truth: true picks of this item; enables TP / FP / miss marking.
-        z: slab centre (voxel index); the middle slice by default.
         thickness: slab thickness in voxels; picks within a radius of the slab are drawn.
         title: figure title.
         hit_fraction: hit rule, as in the score.
+        dpi: figure resolution.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.patches import Circle
 
-    image, z = slab_image(volume, z, thickness)
-    ndim = volume.ndim
+    ndim = 2 if z is None else 3
     xyz = coord_columns(ndim)
     radii = radii or {}
     classes = sorted(set(picks["particle_type"]) | (set(truth["particle_type"]) if truth is not None else set()))
     lo, hi = np.percentile(image, [1, 99])
-    fig, ax = plt.subplots(figsize=(11, 8 * image.shape[0] / image.shape[1] + 0.6), dpi=110)
+    fig = Figure(figsize=(11, 8 * image.shape[0] / image.shape[1] + 0.6), dpi=dpi)
+    ax = fig.add_subplot()
     ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, origin="lower")
     handles = []
     for i, name in enumerate(classes):
@@ -113,11 +111,51 @@ def draw_overlay(
     ax.set_ylabel(f"y ({unit})")
     if handles:
         ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    return fig
+
+
+def figure_to_rgb(fig) -> np.ndarray:
+    """The figure as saved to PNG (legend never clipped), as an ``(H, W, 3)`` uint8 array."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    buffer.seek(0)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def draw_overlay(
+    volume: np.ndarray,
+    picks: pd.DataFrame,
+    out,
+    voxel_size: float = 1.0,
+    radii: dict[str, float] | None = None,
+    truth: pd.DataFrame | None = None,
+    z: int | None = None,
+    thickness: int = 5,
+    title: str = "",
+    hit_fraction: float = 0.5,
+) -> Path:
+    """Write a PNG of a slab with picks circled by class colour.
+
+    Args:
+        volume: ``[z, y, x]`` tomogram or ``[y, x]`` micrograph.
+        picks: picks of this item (Å for 3D, px for 2D).
+        out: PNG path.
+        voxel_size: Å per voxel (1 for 2D px).
+        radii: class radius (Å / px) for the circle size and the hit rule; 10 voxels when absent.
+        truth: true picks of this item; enables TP / FP / miss marking.
+        z: slab centre (voxel index); the middle slice by default.
+        thickness: slab thickness in voxels; picks within a radius of the slab are drawn.
+        title: figure title.
+        hit_fraction: hit rule, as in the score.
+    """
+    image, z = slab_image(volume, z, thickness)
+    fig = overlay_figure(image, picks, z if volume.ndim == 3 else None, voxel_size, radii, truth, thickness, title, hit_fraction)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
     fig.savefig(out, bbox_inches="tight")
-    plt.close(fig)
     return out
 
 

@@ -109,7 +109,8 @@ class ThresholdTuner:
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine) -> None:
-        engine.add_event_handler(Events.COMPLETED, self)
+        # EPOCH_COMPLETED (an evaluator runs one epoch): the stats handlers attached after it log this run's score
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine=None) -> None:
         picks = self.writer.gathered()[0]

@@ -1,0 +1,116 @@
+"""An ignite handler that draws the picks of an evaluation run over a slab of one item, in TensorBoard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.handlers.tensorboard_handlers import TensorBoardHandler
+from monai.utils import min_version, optional_import
+
+from cryoet_monai.data.manifest import Manifest, load_manifest
+from cryoet_monai.data.picks import read_picks
+from cryoet_monai.engines.distributed import is_main_process
+from cryoet_monai.inference.thresholds import apply_thresholds, load_thresholds
+from cryoet_monai.visualize import figure_to_rgb, item_picks, overlay_figure, slab_image
+
+Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
+
+
+class TensorBoardPicksOverlay(TensorBoardHandler):
+    """Writes an image of one item's picks, marked against the truth, to TensorBoard after each evaluation run.
+
+    The image is :func:`cryoet_monai.visualize.overlay_figure` (what ``cryoet-monai view`` draws): a slab
+    through the middle of the tomogram (or the micrograph) with true positives as solid circles, false
+    positives dashed and missed particles as crosses, per class. The step is the evaluator's epoch, which
+    ``ValidationHandler`` sets to the trainer's. Attach it after the picks writer and after a
+    :class:`~cryoet_monai.inference.thresholds.ThresholdTuner` whose thresholds it applies.
+
+    Args:
+        writer: the :class:`~cryoet_monai.inference.writer.PicksWriter` of the same evaluator.
+        manifest: the manifest (path or loaded) with the truth, the class radii and the voxel size.
+        split: the split the evaluator runs on.
+        summary_writer: a ``SummaryWriter``; default a new one writing to ``log_dir``.
+        log_dir: TensorBoard folder of the default writer.
+        item_index: which item of the run (in loader order) to draw.
+        thresholds_path: per-class thresholds JSON applied to the picks before drawing (the one the
+            ``ThresholdTuner`` writes); None, or a missing file, draws every pick.
+        thickness: slab thickness in voxels.
+        dpi: resolution of the figure.
+        tag: TensorBoard tag; the item id is appended.
+        image_key: key of the image in the evaluator's batch items.
+        id_key: key of the item id.
+    """
+
+    def __init__(
+        self,
+        writer,
+        manifest: str | Path | Manifest,
+        split: str = "validation",
+        summary_writer=None,
+        log_dir: str = "./runs",
+        item_index: int = 0,
+        thresholds_path: str | Path | None = None,
+        thickness: int = 5,
+        dpi: int = 60,
+        tag: str = "picks",
+        image_key: str = "image",
+        id_key: str = "id",
+    ):
+        super().__init__(summary_writer=summary_writer, log_dir=log_dir)
+        self.writer = writer
+        self.manifest = load_manifest(manifest) if isinstance(manifest, (str, Path)) else manifest
+        self.split = split
+        self.item_index = item_index
+        self.thresholds_path = thresholds_path
+        self.thickness = thickness
+        self.dpi = dpi
+        self.tag = tag
+        self.image_key = image_key
+        self.id_key = id_key
+        self._seen = 0
+        self._slab: tuple[str, np.ndarray, int | None] | None = None
+
+    def attach(self, engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def reset(self, engine=None) -> None:
+        self._seen, self._slab = 0, None
+
+    def collect(self, engine) -> None:
+        """Keep the slab of the ``item_index``-th item (not the whole volume)."""
+        batch = engine.state.batch if isinstance(engine.state.batch, list) else [engine.state.batch]
+        for item in batch:
+            if self._seen == self.item_index:
+                volume = torch.as_tensor(item[self.image_key]).detach().cpu().float().numpy()[0]
+                image, z = slab_image(volume, None, self.thickness)
+                self._slab = (str(item[self.id_key]), image, z if volume.ndim == 3 else None)
+            self._seen += 1
+
+    def __call__(self, engine) -> None:
+        picks = self.writer.gathered()[0]  # on every rank: gathering is collective
+        if self._slab is None or not is_main_process():
+            return
+        item_id, image, z = self._slab
+        ndim = self.manifest.ndim
+        picks = item_picks(picks, item_id, ndim)
+        if self.thresholds_path is not None and Path(self.thresholds_path).is_file():
+            picks = apply_thresholds(picks, dict(zip(self.manifest.class_names, load_thresholds(self.thresholds_path, self.manifest.class_names))))
+        item = self.manifest.item(item_id)
+        truth = item_picks(read_picks(item.picks, ndim=ndim), item_id, ndim) if item.picks is not None else None
+        figure = overlay_figure(
+            image,
+            picks,
+            z,
+            voxel_size=item.voxel_size if ndim == 3 else 1.0,
+            radii={c.name: c.radius for c in self.manifest.classes},
+            truth=truth,
+            thickness=self.thickness,
+            title=f"{item_id}, epoch {engine.state.epoch}",
+            dpi=self.dpi,
+        )
+        self._writer.add_image(f"{self.tag}/{item_id}", figure_to_rgb(figure), engine.state.epoch, dataformats="HWC")
+        self._writer.flush()

@@ -1,0 +1,107 @@
+"""Training-dashboard handlers on bare ignite engines: the score of picks, pick overlays and MAE reconstructions."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine, Events
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import cryoet_monai.handlers.picks_overlay as picks_overlay
+from cryoet_monai.data.manifest import load_manifest
+from cryoet_monai.data.picks import make_picks
+from cryoet_monai.handlers import PicksScorer, TensorBoardPicksOverlay, TensorBoardReconstruction
+from cryoet_monai.handlers.reconstruction import unpatchify
+from cryoet_monai.networks.mae import CryoMAE
+
+
+class FakeWriter:
+    """Stands in for a PicksWriter that collected ``picks``."""
+
+    def __init__(self, picks):
+        self.picks = picks
+
+    def gathered(self):
+        return self.picks, {}, {}
+
+
+def images(log_dir) -> dict:
+    """``{tag: [(step, width, height)]}`` of all event files in ``log_dir``."""
+    found = {}
+    for path in sorted(log_dir.glob("events.*")):
+        events = EventAccumulator(str(path), size_guidance={"images": 0})
+        events.Reload()
+        for tag in events.Tags()["images"]:
+            found.setdefault(tag, []).extend((e.step, e.width, e.height) for e in events.Images(tag))
+    return found
+
+
+def test_scorer_puts_the_score_into_the_metrics_before_later_handlers(make_manifest, tmp_path):
+    manifest = make_manifest({"validation": [("TS_1", [("ribosome", 100, 100, 100), ("ferritin", 300, 200, 100)], None)]})
+    picks = make_picks("TS_1", ["ribosome", "ribosome"], np.array([[105, 100, 100], [400, 400, 300]]))
+    engine = Engine(lambda e, b: None)
+    PicksScorer(FakeWriter(picks), manifest, "validation", metrics_path=tmp_path / "val" / "metrics.json").attach(engine)
+    seen = {}
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: seen.update(e.state.metrics))
+    engine.run([0])
+    written = json.loads((tmp_path / "val" / "metrics.json").read_text())
+    assert seen["score"] == pytest.approx(written["score"]) and 0 < seen["score"] < 1
+    assert written["classes"]["ribosome"]["tp"] == 1 and written["classes"]["ferritin"]["fn"] == 1
+    assert seen["mean_f1"] == pytest.approx(written["mean_f1"])
+
+
+def test_overlay_draws_the_chosen_item_with_thresholded_picks(make_manifest, tmp_path, monkeypatch):
+    manifest = make_manifest({"validation": [("TS_1", [("ribosome", 100, 100, 100)], None), ("TS_2", [("ferritin", 300, 200, 200)], None)]})
+    picks = make_picks(["TS_1", "TS_2", "TS_2"], ["ribosome", "ferritin", "ferritin"], np.array([[100, 100, 100], [300, 200, 200], [100, 400, 200]]), score=[0.9, 0.9, 0.2])
+    thresholds = tmp_path / "thresholds.json"
+    thresholds.write_text(json.dumps({"ribosome": 0.5, "ferritin": 0.5}))
+    drawn = []
+    real_figure = picks_overlay.overlay_figure
+    monkeypatch.setattr(picks_overlay, "overlay_figure", lambda image, picks, z, **kw: drawn.append((image, picks, z, kw)) or real_figure(image, picks, z, **kw))
+    batches = [[{"image": torch.randn(1, 40, 50, 60), "id": item_id}] for item_id in ("TS_1", "TS_2")]
+    engine = Engine(lambda e, b: None)
+    log_dir = tmp_path / "tb"
+    handler = TensorBoardPicksOverlay(FakeWriter(picks), load_manifest(manifest), log_dir=str(log_dir), item_index=1, thresholds_path=thresholds)
+    handler.attach(engine)
+    engine.run(batches, max_epochs=2)
+    image, drawn_picks, z, kw = drawn[-1]
+    assert image.shape == (50, 60) and z == 20
+    assert list(drawn_picks["score"]) == [0.9], "only TS_2's pick above its class threshold"
+    assert list(kw["truth"]["particle_type"]) == ["ferritin"] and kw["radii"] == {"ribosome": 100, "ferritin": 60}
+    steps = images(log_dir)["picks/TS_2"]
+    assert [s[0] for s in steps] == [1, 2] and steps[0][1] > 300
+
+
+def tiny_mae(dims: int, size: int) -> CryoMAE:
+    return CryoMAE(in_channels=1, img_size=[size] * dims, patch_size=8, hidden_size=24, mlp_dim=48, num_layers=1, num_heads=2,
+                   decoder_hidden_size=24, decoder_mlp_dim=48, decoder_num_layers=1, decoder_num_heads=2, spatial_dims=dims)
+
+
+def test_unpatchify_inverts_patchify():
+    for dims, size in ((2, 32), (3, 16)):
+        net = tiny_mae(dims, size)
+        x = torch.randn(2, 1, *[size] * dims)
+        assert torch.equal(unpatchify(net.patchify(x), net.grid_size, net.patch_size), x)
+
+
+def test_reconstruction_panels_keep_visible_patches_and_are_written_every_interval(tmp_path):
+    torch.manual_seed(0)
+    net = tiny_mae(2, 32)
+    handler = TensorBoardReconstruction(net, log_dir=str(tmp_path), interval=2, epoch_level=False, seed=3)
+    window = torch.randn(1, 32, 32)
+    panels = handler.panels(window)
+    assert panels.shape == (32, 96) and panels.min() >= 0 and panels.max() <= 1
+    source, masked, rebuilt = panels[:, :32], panels[:, 32:64], panels[:, 64:]
+    visible = masked != masked.min()
+    assert 0.15 < visible.mean() < 0.35, "75 % of the patches are masked"
+    assert np.allclose(rebuilt[visible], source[visible], atol=1e-5) and np.allclose(masked[visible], source[visible], atol=1e-5)
+    assert not np.allclose(rebuilt[~visible], source[~visible]), "masked patches come from the prediction"
+    assert np.array_equal(handler.panels(window), panels), "the same mask every time"
+    state = torch.random.get_rng_state()
+    handler.panels(window)
+    assert torch.equal(torch.random.get_rng_state(), state), "drawing the mask leaves training's random stream alone"
+    engine = Engine(lambda e, b: {"image": torch.randn(2, 1, 32, 32)})
+    handler.attach(engine)
+    engine.run([0] * 5)
+    assert [s[0] for s in images(tmp_path)["reconstruction"]] == [2, 4]
