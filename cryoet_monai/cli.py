@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -79,7 +80,7 @@ def config_file(bundle: str, config: str) -> str:
     return str(path)
 
 
-def run_bundle(bundle: str, config: str, overrides: dict, safe: bool = False) -> None:
+def run_bundle(bundle: str, config: str, overrides: dict, safe: bool = False, tracking: str | None = None) -> None:
     """Run a bundle config like ``python -m monai.bundle run``, after checking the manifest it names.
 
     Args:
@@ -87,6 +88,7 @@ def run_bundle(bundle: str, config: str, overrides: dict, safe: bool = False) ->
         config: config name or path.
         overrides: ``{id: value}`` overrides.
         safe: refuse configs that reach outside monai / torch / cryoet_monai (see ``config_safety``).
+        tracking: ``"mlflow"`` or a tracking settings file, as ``monai.bundle.run(tracking=...)``.
     """
     from monai.bundle import run
 
@@ -107,11 +109,26 @@ def run_bundle(bundle: str, config: str, overrides: dict, safe: bool = False) ->
         load_manifest(overrides["manifest"])
     if not Path(config).is_file():
         overrides = {"bundle_root": str(bundle_dir(bundle)), **overrides}
+    if tracking is not None:
+        overrides = {**_tracking_overrides(tracking, overrides), **overrides, "tracking": tracking}
     run(config_file=path, **overrides)
 
 
+def _tracking_overrides(tracking: str, overrides: dict) -> dict:
+    """Checks that MLflow is installed; names the executed-config file so that MLflow logs it as an artifact."""
+    if tracking == "mlflow":
+        try:
+            import mlflow  # noqa: F401
+        except ImportError as error:
+            raise CommandError("--tracking mlflow needs MLflow: pip install 'cryoet-monai[tracking]'") from error
+    # MONAI derives this path by appending to the `output_dir` expression, which fails for a plain path
+    if "output_dir" in overrides:
+        return {"save_execute_config": str(Path(overrides["output_dir"]) / f"config_{time.strftime('%Y%m%d_%H%M%S')}.json")}
+    return {}
+
+
 def cmd_run(args, extra):
-    run_bundle(args.bundle, args.config, parse_overrides(extra), safe=args.safe)
+    run_bundle(args.bundle, args.config, parse_overrides(extra), safe=args.safe, tracking=args.tracking)
 
 
 def cmd_bundle(args, _):
@@ -277,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", help="bundle name (semietpicker, sasi, cryomae) or bundle folder")
     p.add_argument("config", help="config name (train, inference, ...) or path")
     p.add_argument("--safe", action="store_true", help="list code outside monai/torch/cryoet_monai in the config and refuse to run it")
+    p.add_argument("--tracking", help="'mlflow': log parameters, losses and validation scores to <output_dir>/mlruns.db (or a MONAI tracking settings file)")
     p.set_defaults(func=cmd_run, extra=True)
 
     p = sub.add_parser("bundle", help="share bundles: pack into a zip with checksums, verify one received")
