@@ -41,6 +41,7 @@ from scipy import ndimage
 
 from cryoet_monai.data.picks import coord_columns, item_column, make_picks, read_picks
 from cryoet_monai.inference.peaks import find_peaks
+from cryoet_monai.inference.sliding_window import Autocast
 from cryoet_monai.transforms.rescale import to_original, to_rescaled
 
 REDUCTIONS = ("mean", "max", "prototype")
@@ -173,7 +174,9 @@ def grid_to_pixels(grid_index: np.ndarray, stride: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def similarity_map(network, image: torch.Tensor, exemplar_embeddings: torch.Tensor, stride: int = 4, reduction: str = "mean", batch_size: int = 16) -> torch.Tensor:
+def similarity_map(
+    network, image: torch.Tensor, exemplar_embeddings: torch.Tensor, stride: int = 4, reduction: str = "mean", batch_size: int = 16, amp: bool = False
+) -> torch.Tensor:
     """Cosine similarity of every token position to the exemplars, on a grid of spacing ``stride``.
 
     Args:
@@ -183,6 +186,7 @@ def similarity_map(network, image: torch.Tensor, exemplar_embeddings: torch.Tens
         stride: grid spacing in pixels; must divide the patch size.
         reduction: ``mean``, ``max`` or ``prototype`` over the exemplars.
         batch_size: windows encoded at once.
+        amp: encode under autocast (float16 on CUDA, bfloat16 on the CPU; similarities in float32).
 
     Returns:
         ``(*grid)`` similarities in [-1, 1]; index ``g`` is at pixel ``g · stride − 0.5`` (see :func:`grid_to_pixels`).
@@ -193,6 +197,7 @@ def similarity_map(network, image: torch.Tensor, exemplar_embeddings: torch.Tens
     if any(p % stride for p in patch):
         raise ValueError(f"stride {stride} must divide the patch size {patch}")
     device = next(network.parameters()).device
+    encode = Autocast(network.encode, device.type) if amp else network.encode
     spatial = tuple(image.shape[1:])
     targets = F.normalize(exemplar_embeddings.to(device), dim=-1)
     if reduction == "prototype":
@@ -214,7 +219,7 @@ def similarity_map(network, image: torch.Tensor, exemplar_embeddings: torch.Tens
             crops = torch.stack(
                 [padded[(slice(None),) + tuple(slice(k * stride + i * w, k * stride + (i + 1) * w) for k, i, w in zip(shift, st, window))] for st in block]
             )
-            tokens = F.normalize(network.encode(crops), dim=1)
+            tokens = F.normalize(encode(crops), dim=1)
             sims = torch.einsum("bd...,ed->be...", tokens, targets)
             sims = sims.mean(dim=1) if reduction == "mean" else sims.max(dim=1).values
             for st, sim in zip(block, sims):
@@ -395,14 +400,16 @@ class ExemplarSimilarityInferer:
         stride: grid spacing in pixels (divides the patch size).
         reduction: ``mean``, ``max`` or ``prototype``.
         batch_size: windows encoded at once.
+        amp: encode under autocast (see :func:`similarity_map`).
     """
 
-    def __init__(self, exemplars: ExemplarSet, stride: int = 4, reduction: str = "mean", batch_size: int = 16) -> None:
+    def __init__(self, exemplars: ExemplarSet, stride: int = 4, reduction: str = "mean", batch_size: int = 16, amp: bool = False) -> None:
         self.exemplars, self.stride, self.reduction, self.batch_size = exemplars, int(stride), reduction, int(batch_size)
+        self.amp = bool(amp)
 
     @torch.no_grad()
     def __call__(self, inputs: torch.Tensor, network) -> torch.Tensor:
         network.eval()
         embeddings = self.exemplars.embeddings(network)
-        maps = [similarity_map(network, image, embeddings, self.stride, self.reduction, self.batch_size) for image in inputs]
+        maps = [similarity_map(network, image, embeddings, self.stride, self.reduction, self.batch_size, self.amp) for image in inputs]
         return torch.stack(maps)[:, None]
