@@ -1,9 +1,15 @@
 #!/bin/bash
-# priority order: plain vs full SaSi at every N, then the single-component rows
-PY=/work/main/.venv/bin/python
-S=/work/main/benchmarks/few_shot/run_few_shot.py
-A="--data /tmp/sasi_bench/czii-bin2 --out /tmp/sasi_bench/runs"
-nice -n 10 $PY $S $A --shots 3 5 10 --rows "plain U-Net" "SaSi (all)"
-nice -n 10 $PY $S $A --shots 5 --rows "+ pre-training" "+ infill" "+ consistency"
-nice -n 10 $PY $S $A --shots 3 10 --rows "+ pre-training" "+ infill" "+ consistency"
-nice -n 10 $PY $S $A --shots 3 5 10 --seeds 1 --rows "plain U-Net" "SaSi (all)"
+# The CPU runs behind results/, in priority order (each line resumes: finished runs are skipped).
+# Run from the repository root with the reference data at ../shared/data.
+export OMP_NUM_THREADS=1
+PY=${PY:-python}
+S=benchmarks/few_shot/run_few_shot.py
+W=${W:-/tmp/sasi_bench}
+CZII="--data $W/czii-bin2 --out $W/runs"
+SHREC="--dataset shrec --templates ../shared/data/templates_10A --data $W/shrec --out $W/shrec_runs"
+nice -n 10 $PY $S $CZII --shots 3 5 10 --seeds 0 1 --rows "plain U-Net" "SaSi (all)"
+nice -n 10 $PY $S $CZII --shots 5 --rows "+ pre-training" "+ infill" "+ consistency"
+nice -n 10 $PY $S $CZII --shots 5 --rows "SemiETPicker (supervised)"
+nice -n 10 $PY $S $SHREC --shots 5 --rows "plain U-Net" "SaSi (all)"
+nice -n 10 $PY $S $CZII --shots 3 10 --rows "+ pre-training" "+ infill" "+ consistency" "SemiETPicker (supervised)"
+nice -n 10 $PY $S $SHREC --shots 3 10 --seeds 0 1 --rows "plain U-Net" "SaSi (all)"
