@@ -73,6 +73,19 @@ def timed_training(out: Path, train: Callable[[], None]) -> float:
     return json.loads(record.read_text())
 
 
+def validation_score(full: Path, out: Path) -> None:
+    """Add a SaSi run's CZII score and mean F1 on `validation` to its metrics (diagnostics; nothing is chosen by them)."""
+    metrics = json.loads((out / "metrics.json").read_text())
+    if "val_score" in metrics:
+        return
+    val = out / "validation"
+    model = str(out / "models" / "model.pt")
+    _run("inference", manifest=str(full), split="validation", output_dir=str(val), model_path=model, **CPU_PRESET["network"], **CPU_PRESET["inference"])
+    result = score_picks(read_picks(val / "picks.csv", ndim=3), load_manifest(full), "validation")
+    metrics.update(val_score=result["score"], val_mean_f1=result["mean_f1"])
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+
 def train_and_score(budget: Path, full: Path, encoder: Path | None, row: str, out: Path, split: str, seed: int) -> dict:
     metrics = out / "metrics.json"
     if metrics.is_file():
@@ -131,7 +144,7 @@ def collect(out: Path) -> list[dict]:
         if not path.is_file():
             continue
         result = json.loads(path.read_text())
-        record = {k: result[k] for k in ("shots", "seed", "method", "score", "mean_f1")}
+        record = {k: result.get(k) for k in ("shots", "seed", "method", "score", "mean_f1", "val_score", "val_mean_f1")}
         record.update({f"F1 {name}": c["f1"] for name, c in result["classes"].items()})
         record["train_s"] = result.get("train_seconds")
         records.append(record)
@@ -184,6 +197,7 @@ def main(argv=None) -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--collect-only", action="store_true", help="only tabulate the finished runs under --out")
+    parser.add_argument("--validation-only", action="store_true", help="only add `validation` scores to the finished SaSi runs")
     args = parser.parse_args(argv)
 
     args.results.mkdir(parents=True, exist_ok=True)
@@ -191,6 +205,12 @@ def main(argv=None) -> None:
         write_results(collect(args.out), args.dataset, args.results)
         return
     full = args.data / "manifest.json"
+    if args.validation_only:
+        for metrics in sorted(args.out.glob("runs/shots*/seed*/*/metrics.json")):
+            if json.loads(metrics.read_text())["method"] in ROWS:
+                validation_score(full, metrics.parent)
+        write_results(collect(args.out), args.dataset, args.results)
+        return
     if not full.is_file():
         synthesize(args.data, preset=args.dataset, seed=0, templates=args.templates, n_tomograms=5)
     encoder = pretrain(full, args.out / "pretrain") if any(row in ROWS and ROWS[row][0] for row in args.rows) else None
@@ -204,6 +224,7 @@ def main(argv=None) -> None:
                     semietpicker_and_score(budget, full, run_dir, args.split, seed)
                 else:
                     train_and_score(budget, full, encoder, row, run_dir, args.split, seed)
+                    validation_score(full, run_dir)
                 write_results(collect(args.out), args.dataset, args.results)
     print((args.results / "results.md").read_text())
 
