@@ -7,9 +7,13 @@ S=benchmarks/few_shot/run_few_shot.py
 W=${W:-/tmp/sasi_bench}
 CZII="--data $W/czii-bin2 --out $W/runs"
 SHREC="--dataset shrec --templates ../shared/data/templates_10A --data $W/shrec --out $W/shrec_runs"
+ABLATIONS=("+ pre-training" "+ infill" "+ consistency")
 nice -n 10 $PY $S $CZII --shots 3 5 10 --seeds 0 1 --rows "plain U-Net" "SaSi (all)"
-nice -n 10 $PY $S $CZII --shots 5 --rows "+ pre-training" "+ infill" "+ consistency"
+nice -n 10 $PY $S $CZII --shots 5 --rows "${ABLATIONS[@]}"
 nice -n 10 $PY $S $CZII --shots 5 --rows "SemiETPicker (supervised)"
 nice -n 10 $PY $S $SHREC --shots 5 --rows "plain U-Net" "SaSi (all)"
-nice -n 10 $PY $S $CZII --shots 3 10 --rows "+ pre-training" "+ infill" "+ consistency" "SemiETPicker (supervised)"
+nice -n 10 $PY $S $CZII --validation-only
+nice -n 10 $PY $S $CZII --shots 5 --seeds 1 --rows "${ABLATIONS[@]}" "SemiETPicker (supervised)"
+nice -n 10 $PY $S $CZII --shots 3 10 --rows "${ABLATIONS[@]}" "SemiETPicker (supervised)"
+nice -n 10 $PY $S $SHREC --shots 5 --seeds 1 --rows "plain U-Net" "SaSi (all)"
 nice -n 10 $PY $S $SHREC --shots 3 10 --seeds 0 1 --rows "plain U-Net" "SaSi (all)"
