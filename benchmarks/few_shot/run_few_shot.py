@@ -41,7 +41,8 @@ ROWS = {  # row name: (use_pretrained, infill, consistency weight)
     "SaSi (all)": (True, True, 1.0),
 }
 SEMIETPICKER = "SemiETPicker (supervised)"
-DATASETS = ("czii-bin2", "shrec")  # synthetic presets, 5 tomograms: 2 training, 1 unlabeled, 1 validation, 1 test
+# synthetic presets (5 tomograms: 2 training, 1 unlabeled, 1 validation, 1 test) and their result tables
+RESULT_FILES = {"czii-bin2": "results.csv", "shrec": "results_shrec.csv"}
 CPU_PRESET = {  # small enough for 2 CPU cores; the bundle's defaults are for a GPU
     "network": {"roi_size": [32, 48, 48], "features": [8, 8, 16, 32, 64, 8]},
     "pretrain": {"max_epochs": 1, "epoch_length": 40, "batch_size": 8, "learning_rate": 0.003},
@@ -162,7 +163,7 @@ def table(frame: pd.DataFrame) -> str:
     """Markdown table of one dataset: mean ± std over seeds of the CZII score, mean F1 and per-class F1."""
     frame = frame.dropna(axis=1, how="all")
     keys = ["shots", "method"]
-    value_columns = [c for c in frame.columns if c not in (*keys, "seed", "dataset")]
+    value_columns = [c for c in frame.columns if c not in (*keys, "seed")]
     grouped = frame.groupby(keys, sort=False)
     mean, std = grouped[value_columns].mean(), grouped[value_columns].std(ddof=0)
     lines = ["| " + " | ".join([*keys, "seeds", *value_columns]) + " |", "|" + "---|" * (len(value_columns) + 3)]
@@ -173,21 +174,15 @@ def table(frame: pd.DataFrame) -> str:
 
 
 def write_results(records: list[dict], dataset: str, results: Path) -> None:
-    """Replace this dataset's lines of ``results.csv`` (one line per run) and rewrite ``results.md`` (one table per dataset)."""
-    frame = pd.DataFrame(records).assign(dataset=dataset)
-    path = results / "results.csv"
-    if path.is_file():
-        old = pd.read_csv(path)
-        frame = pd.concat([old[old["dataset"] != dataset], frame], ignore_index=True) if "dataset" in old else frame
-    frame = frame[["dataset", *[c for c in frame.columns if c != "dataset"]]]
-    frame.to_csv(path, index=False)
-    parts = [f"## {name}\n\n{table(frame[frame['dataset'] == name])}\n" for name in frame["dataset"].unique()]
+    """Rewrite this dataset's CSV (one line per run) and ``results.md`` (one table per dataset)."""
+    pd.DataFrame(records).to_csv(results / RESULT_FILES[dataset], index=False)
+    parts = [f"## {name}\n\n{table(pd.read_csv(results / file))}\n" for name, file in RESULT_FILES.items() if (results / file).is_file()]
     (results / "results.md").write_text("\n".join(parts))
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", choices=DATASETS, default="czii-bin2", help="synthetic preset of the data")
+    parser.add_argument("--dataset", choices=list(RESULT_FILES), default="czii-bin2", help="synthetic preset of the data")
     parser.add_argument("--data", type=Path, required=True, help="folder of the dataset's manifest.json (synthesized when missing)")
     parser.add_argument("--templates", type=Path, help="density templates for synthesizing (required for shrec)")
     parser.add_argument("--out", type=Path, required=True, help="folder for budgets, runs and results")
