@@ -105,3 +105,11 @@ def test_reconstruction_panels_keep_visible_patches_and_are_written_every_interv
     handler.attach(engine)
     engine.run([0] * 5)
     assert [s[0] for s in images(tmp_path)["reconstruction"]] == [2, 4]
+
+
+def test_reconstruction_of_a_tomogram_window_shows_its_middle_slice(tmp_path):
+    handler = TensorBoardReconstruction(tiny_mae(3, 16), log_dir=str(tmp_path))
+    window = torch.zeros(1, 16, 16, 16)
+    window[:, 8] = torch.linspace(0, 1, 16)  # only the middle slice has structure
+    source = handler.panels(window)[:, :16]
+    assert source.shape == (16, 16) and np.allclose(source, source[0:1]) and source[0, -1] > source[0, 0]

@@ -22,7 +22,7 @@ MAE = {"window": 32, "network_def#hidden_size": 48, "network_def#mlp_dim": 96, "
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
-    """One training and one validation tomogram of 16 × 32 × 32 voxels with bright balls."""
+    """Training, validation and unlabeled tomograms of 16 × 32 × 32 voxels with bright balls."""
     root = tmp_path_factory.mktemp("tomos")
     rng = np.random.default_rng(0)
     raw = {"name": "dash", "ndim": 3, "voxel_size": 10.0, "classes": [{"name": "ball", "radius": 40.0, "weight": 1}]}
@@ -35,6 +35,7 @@ def manifest(tmp_path_factory):
         write_mrc(root / f"{split}.mrc", volume, 10.0)
         write_picks(make_picks(split, "ball", np.asarray(centres, float)[:, ::-1] * 10.0), root / f"{split}.csv")
         raw[split] = [{"id": split, "image": f"{split}.mrc", "picks": f"{split}.csv"}]
+    raw["unlabeled"] = [{"id": "unlabeled", "image": "validation.mrc"}]
     (root / "manifest.json").write_text(json.dumps(raw))
     return root / "manifest.json"
 
@@ -69,12 +70,13 @@ def mlflow_metrics(out) -> dict:
     return {k: [(m.step, m.value) for m in client.get_metric_history(run_id, k)] for k in runs[0].data.metrics}
 
 
-def test_semietpicker_validation_logs_its_score_and_an_overlay(manifest, tmp_path):
+@pytest.mark.parametrize("config, losses", [("train", ["train_loss"]), ("train_semi", ["train_loss", "supervised_loss", "unsupervised_loss"])])
+def test_semietpicker_logs_losses_and_at_validation_its_score_and_an_overlay(manifest, tmp_path, config, losses):
     out = tmp_path / "out"
-    run(config_file=str(bundle_dir("semietpicker") / "configs" / "train.yaml"), manifest=str(manifest), output_dir=str(out),
-        max_epochs=2, epoch_length=1, val_interval=1, **SEMI)
+    run(config_file=str(bundle_dir("semietpicker") / "configs" / f"{config}.yaml"), manifest=str(manifest), output_dir=str(out),
+        max_epochs=2, epoch_length=1, val_interval=1, unlabeled_batch_size=1, **SEMI)
     scalars, images = tensorboard(out / "tensorboard")
-    assert scalars["train_loss"] == [1, 2]
+    assert all(scalars[name] == [1, 2] for name in losses), scalars
     assert scalars["score"] == [1, 2], "every validation logs its own score"
     assert images["picks/validation"] == [1, 2]
 
