@@ -67,8 +67,12 @@ def test_uncertain_voxels_are_left_out_of_the_pseudo_label_loss():
     assert trusted[0, 0, 4, 6, 5] == 1 and pseudo[0, 0, 4, 6, 5] == pytest.approx(1.0)  # the pseudo-particle
     assert trusted[0, 0, 8, 14, 14] == 0 and pseudo[0, 0, 8, 14, 14] == 0  # the faint one: ignored, not background
     assert trusted[0, 0, 0, 19, 0] == 1  # far from both: trusted background
-    with pytest.raises(ValueError, match="negative_threshold"):
-        MultiViewPseudoLabeler([37.5], 25.0, negative_threshold=1.5)
+    per_class = MultiViewPseudoLabeler([37.5, 37.5], 25.0, thresholds=0.5, views=[0], negative_threshold=[0.1, 0.5])
+    _, trusted = per_class(lambda x: torch.cat([teacher(x)] * 2, 1), torch.zeros(1, 1, *shape))
+    assert trusted[0, 0, 8, 14, 14] == 0 and trusted[0, 1, 8, 14, 14] == 1  # 0.3 is below the second class's 0.5
+    for bad in (1.5, [0.1, 0.2, 0.3]):
+        with pytest.raises(ValueError, match="negative_threshold"):
+            MultiViewPseudoLabeler([37.5, 37.5], 25.0, negative_threshold=bad)
 
 
 def _loader(n, unlabeled=False):

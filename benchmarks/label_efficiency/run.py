@@ -4,7 +4,9 @@ For every label budget (share of the training volume, or N particles per class) 
 manifest is drawn (`budget_manifest`), a model is trained with `train.yaml` (supervised) or
 `train_semi.yaml` (teacher–student, plus DropBlock / multi-view ablations at the smallest budget),
 per-class thresholds are tuned on the validation split (`evaluate.yaml`), and the test split is picked
-(`inference.yaml`) and scored with the CZII metric. The zero-label blob floor is scored once. Every
+(`inference.yaml`) and scored with the CZII metric. Teacher–student follows the usual burn-in recipe:
+it starts from the supervised model of the same budget and seed, and its pseudo-label thresholds are
+that model's F1-best thresholds on the validation split (half of them bound the trusted background). The zero-label blob floor is scored once. Every
 finished step leaves its output, so an interrupted run resumes.
 
     cryoet-monai synth --out DATA --preset czii-bin2 --seed 0 --templates TEMPLATES --layout LAYOUT
@@ -26,6 +28,7 @@ from cryoet_monai.data.budgets import budget_manifest
 from cryoet_monai.data.manifest import load_manifest
 from cryoet_monai.data.picks import read_picks, write_picks
 from cryoet_monai.inference.blobs import pick_with_blobs
+from cryoet_monai.inference.thresholds import tune_thresholds
 from cryoet_monai.metrics import score_picks
 
 HERE = Path(__file__).resolve().parent
@@ -56,6 +59,22 @@ def budget_path(full: Path, out: Path, budget: str, seed: int) -> Path:
         else:
             budget_manifest(full, path, fraction=float(budget.rstrip("%")) / 100, seed=seed)
     return path
+
+
+def run_dir(out: Path, budget: str, method: str, seed: int) -> Path:
+    return out / "runs" / budget.replace("%", "pct") / method.replace(" ", "_").replace(",", "") / f"seed{seed}"
+
+
+def burn_in(full: Path, supervised: Path) -> dict:
+    """Overrides that start teacher–student from a finished supervised run (its model and validation picks)."""
+    manifest = load_manifest(full)
+    best, _ = tune_thresholds(read_picks(supervised / "validation" / "picks.csv", ndim=3), manifest, "validation", beta=1.0)
+    pseudo = [best[name] for name in manifest.class_names]
+    return {
+        "pretrained": str(supervised / "models" / "model.pt"),
+        "pseudo_threshold": pseudo,
+        "pseudo_negative_threshold": [t / 2 for t in pseudo],
+    }
 
 
 def scored(path: Path, full: Path, pred: Path, row: dict) -> dict:
@@ -155,10 +174,14 @@ def main(argv=None) -> None:
                 if method in ABLATIONS and budget != args.budgets[0]:
                     continue
                 config, overrides = METHODS[method]
-                run = args.out / "runs" / budget.replace("%", "pct") / method.replace(" ", "_").replace(",", "") / f"seed{seed}"
+                run = run_dir(args.out, budget, method, seed)
                 if args.collect_only and not (run / "test" / "picks.csv").is_file():
                     continue
                 print(f"[{time.time() - start:7.0f} s] {budget} {method} seed {seed}", flush=True)
+                if config == "train_semi" and not (run / "models" / "model.pt").is_file():
+                    supervised = run_dir(args.out, budget, "supervised", seed)
+                    train_tune_test(full, budget_manifest_path, supervised, "train", {}, seed, preset)
+                    overrides = {**overrides, **burn_in(full, supervised)}
                 train_tune_test(full, budget_manifest_path, run, config, overrides, seed, preset)
                 row = {"method": method, "budget": budget, "seed": seed, "preset": args.preset}
                 records.append(scored(run / "metrics.json", full, run / "test" / "picks.csv", row))

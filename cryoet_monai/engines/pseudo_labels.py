@@ -79,7 +79,8 @@ class MultiViewPseudoLabeler:
         views: view indices the teacher predicts on.
         nms_radius_scale: pseudo-particles of a class are at least ``nms_radius_scale × radius`` apart.
         negative_threshold: a voxel counts as background of a class only where the fused probability is
-            below this; elsewhere outside the pseudo-particles' Gaussians it is ignored. None: all voxels count.
+            below this (one, or one per class); elsewhere outside the pseudo-particles' Gaussians it is
+            ignored. None: all voxels count.
     """
 
     def __init__(
@@ -90,7 +91,7 @@ class MultiViewPseudoLabeler:
         thresholds: float | Sequence[float] = 0.5,
         views: Sequence[int] = (0, 1, 2, 8),
         nms_radius_scale: float = 0.75,
-        negative_threshold: float | None = None,
+        negative_threshold: float | Sequence[float] | None = None,
     ):
         num_classes = len(radii_angstrom)
         thresholds = [float(thresholds)] * num_classes if isinstance(thresholds, (int, float)) else list(thresholds)
@@ -101,9 +102,14 @@ class MultiViewPseudoLabeler:
         self.logit_thresholds = torch.logit(torch.tensor(thresholds, dtype=torch.float64)).tolist()
         self.min_distance = [nms_radius_scale * r / voxel_size for r in radii_angstrom]
         self.views = [int(k) for k in views]
-        if negative_threshold is not None and not 0.0 < negative_threshold < 1.0:
-            raise ValueError(f"negative_threshold must be a probability in (0, 1), got {negative_threshold}")
-        self.negative_threshold = negative_threshold
+        self.negative_threshold = None
+        if negative_threshold is not None:
+            negative = torch.as_tensor(negative_threshold, dtype=torch.float32).reshape(-1)
+            if negative.numel() == 1:
+                negative = negative.repeat(num_classes)
+            if negative.numel() != num_classes or not bool(((negative > 0) & (negative < 1)).all()):
+                raise ValueError(f"negative_threshold must be probabilities in (0, 1), one or one per class, got {negative_threshold}")
+            self.negative_threshold = negative.reshape(num_classes, 1, 1, 1)
 
     @torch.no_grad()
     def fuse(self, network: Callable, images: torch.Tensor) -> torch.Tensor:
@@ -127,5 +133,5 @@ class MultiViewPseudoLabeler:
         heatmaps = torch.stack(heatmaps).to(device=images.device, dtype=images.dtype)
         if self.negative_threshold is None:
             return heatmaps, torch.ones_like(heatmaps)
-        trusted = (torch.sigmoid(fused) < self.negative_threshold) | (heatmaps > 0)
+        trusted = (torch.sigmoid(fused) < self.negative_threshold.to(fused.device)) | (heatmaps > 0)
         return heatmaps, trusted.to(heatmaps)
