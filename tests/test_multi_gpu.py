@@ -88,3 +88,16 @@ def test_cryomae_ddp_averages_both_losses(tmp_path):
     assert torch.equal(ranks[0]["start"], ranks[1]["start"]), "DDP broadcasts rank 0's initial weights"
     assert not torch.allclose(ranks[0]["start"], ranks[0]["end"]), "the steps must change the weights"
     torch.testing.assert_close(ranks[0]["end"], ranks[1]["end"], rtol=0, atol=1e-6)
+
+
+def test_ranks_other_than_zero_drop_logging_and_checkpoints(monkeypatch, tmp_path):
+    from monai.handlers import CheckpointSaver, LrScheduleHandler, StatsHandler, TensorBoardImageHandler
+
+    from cryoet_monai.engines import distributed
+
+    net = torch.nn.Linear(2, 2)
+    handlers = [StatsHandler(), TensorBoardImageHandler(log_dir=str(tmp_path)), CheckpointSaver(str(tmp_path), {"model": net}),
+                LrScheduleHandler(torch.optim.lr_scheduler.StepLR(torch.optim.SGD(net.parameters(), lr=0.1), 1))]
+    assert distributed.main_process_handlers(handlers) == handlers
+    monkeypatch.setattr(distributed, "is_main_process", lambda: False)
+    assert distributed.main_process_handlers(handlers) == handlers[3:]

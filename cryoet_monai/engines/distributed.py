@@ -11,9 +11,10 @@ import os
 
 import torch
 import torch.distributed as dist
-from monai.handlers import CheckpointSaver, StatsHandler, TensorBoardStatsHandler
+from monai.handlers import CheckpointSaver, StatsHandler, TensorBoardHandler
 
-MAIN_PROCESS_ONLY = (StatsHandler, TensorBoardStatsHandler, CheckpointSaver)
+# every TensorBoard handler (scalars, images, MAE reconstructions) writes from rank 0 only
+MAIN_PROCESS_ONLY = (StatsHandler, TensorBoardHandler, CheckpointSaver)
 
 
 def local_device() -> torch.device:
