@@ -60,9 +60,9 @@ def test_overlay_draws_the_chosen_item_with_thresholded_picks(make_manifest, tmp
     real_figure = picks_overlay.overlay_figure
     monkeypatch.setattr(picks_overlay, "overlay_figure", lambda image, picks, z, **kw: drawn.append((image, picks, z, kw)) or real_figure(image, picks, z, **kw))
     batches = [[{"image": torch.randn(1, 40, 50, 60), "id": item_id}] for item_id in ("TS_1", "TS_2")]
-    engine = Engine(lambda e, b: None)
+    engine = Engine(lambda e, b: [{"pred_picks": picks[picks["experiment"] == b[0]["id"]]}])
     log_dir = tmp_path / "tb"
-    handler = TensorBoardPicksOverlay(FakeWriter(picks), load_manifest(manifest), log_dir=str(log_dir), item_index=1, thresholds_path=thresholds)
+    handler = TensorBoardPicksOverlay(load_manifest(manifest), log_dir=str(log_dir), item_index=1, thresholds_path=thresholds)
     handler.attach(engine)
     engine.run(batches, max_epochs=2)
     image, drawn_picks, z, kw = drawn[-1]

@@ -1,6 +1,9 @@
 """Training dashboards of the bundles on tiny data: TensorBoard scalars and images, and `--tracking mlflow`."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from cryoet_monai.bundles import bundle_dir
 from cryoet_monai.cli import main
-from cryoet_monai.data.picks import make_picks, write_picks
+from cryoet_monai.data.picks import make_picks, read_picks, write_picks
 from cryoet_monai.data.readers import write_mrc
 from cryoet_monai.data.synthetic_2d import synthesize_micrographs
 
@@ -104,6 +107,22 @@ def test_cli_run_tracks_semietpicker_with_mlflow_and_logs_the_config(manifest, t
     metrics = mlflow_metrics(out)
     assert [step for step, _ in metrics["train_loss"]] == [1, 2] and [step for step, _ in metrics["score"]] == [1]
     assert list((out / "mlruns").rglob("config_*.json")), "the executed config is a run artifact"
+
+
+def test_multi_gpu_validation_counts_each_tomogram_once_and_logs_from_rank_zero(manifest, tmp_path):
+    out = tmp_path / "out"
+    files = [str(bundle_dir("semietpicker") / "configs" / c) for c in ("train.yaml", "multi_gpu.yaml")]
+    args = ["--manifest", str(manifest), "--output_dir", str(out), "--max_epochs", "1", "--epoch_length", "1", "--val_interval", "1"]
+    for key, value in SEMI.items():
+        args += [f"--{key}", json.dumps(value)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run", "--config_file", str(files)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(cmd + args, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    picks = read_picks(out / "validation" / "picks.csv")
+    assert len(picks) and not picks.duplicated().any(), "both ranks validated the one tomogram; its picks count once"
+    scalars, images = tensorboard(out / "tensorboard")
+    assert scalars["score"] == [1] and images["picks/validation"] == [1]
 
 
 def test_cryomae_pretraining_writes_losses_and_reconstructions(micrographs, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from monai.handlers.tensorboard_handlers import TensorBoardHandler
 from monai.utils import min_version, optional_import
@@ -24,13 +25,13 @@ class TensorBoardPicksOverlay(TensorBoardHandler):
     The image is :func:`cryoet_monai.visualize.overlay_figure` (what ``cryoet-monai view`` draws): a slab
     through the middle of the tomogram (or the micrograph) with true positives as solid circles, false
     positives dashed and missed particles as crosses, per class. The step is the evaluator's epoch, which
-    ``ValidationHandler`` sets to the trainer's. Attach it after the picks writer and after a
-    :class:`~cryoet_monai.inference.thresholds.ThresholdTuner` whose thresholds it applies.
+    ``ValidationHandler`` sets to the trainer's. Attach it after a
+    :class:`~cryoet_monai.inference.thresholds.ThresholdTuner` whose thresholds it applies. It keeps the
+    image slab and the picks of its item as the run goes, so under ``torch.distributed`` it draws
+    from rank 0's own items and never waits for the other ranks.
 
     Args:
-        writer: the :class:`~cryoet_monai.inference.writer.PicksWriter` of the same evaluator.
         manifest: the manifest (path or loaded) with the truth, the class radii and the voxel size.
-        split: the split the evaluator runs on.
         summary_writer: a ``SummaryWriter``; default a new one writing to ``log_dir``.
         log_dir: TensorBoard folder of the default writer.
         item_index: which item of the run (in loader order) to draw.
@@ -41,13 +42,12 @@ class TensorBoardPicksOverlay(TensorBoardHandler):
         tag: TensorBoard tag; the item id is appended.
         image_key: key of the image in the evaluator's batch items.
         id_key: key of the item id.
+        picks_key: key of the picks table in the evaluator's output items.
     """
 
     def __init__(
         self,
-        writer,
         manifest: str | Path | Manifest,
-        split: str = "validation",
         summary_writer=None,
         log_dir: str = "./runs",
         item_index: int = 0,
@@ -57,11 +57,10 @@ class TensorBoardPicksOverlay(TensorBoardHandler):
         tag: str = "picks",
         image_key: str = "image",
         id_key: str = "id",
+        picks_key: str = "pred_picks",
     ):
         super().__init__(summary_writer=summary_writer, log_dir=log_dir)
-        self.writer = writer
         self.manifest = load_manifest(manifest) if isinstance(manifest, (str, Path)) else manifest
-        self.split = split
         self.item_index = item_index
         self.thresholds_path = thresholds_path
         self.thickness = thickness
@@ -69,8 +68,9 @@ class TensorBoardPicksOverlay(TensorBoardHandler):
         self.tag = tag
         self.image_key = image_key
         self.id_key = id_key
+        self.picks_key = picks_key
         self._seen = 0
-        self._slab: tuple[str, np.ndarray, int | None] | None = None
+        self._item: tuple[str, np.ndarray, int | None, pd.DataFrame] | None = None
 
     def attach(self, engine) -> None:
         engine.add_event_handler(Events.STARTED, self.reset)
@@ -78,25 +78,24 @@ class TensorBoardPicksOverlay(TensorBoardHandler):
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def reset(self, engine=None) -> None:
-        self._seen, self._slab = 0, None
+        self._seen, self._item = 0, None
 
     def collect(self, engine) -> None:
-        """Keep the slab of the ``item_index``-th item (not the whole volume)."""
+        """Keep the slab (not the whole volume) and the picks of the ``item_index``-th item."""
         batch = engine.state.batch if isinstance(engine.state.batch, list) else [engine.state.batch]
-        for item in batch:
+        outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
+        for item, out in zip(batch, outputs):
             if self._seen == self.item_index:
                 volume = torch.as_tensor(item[self.image_key]).detach().cpu().float().numpy()[0]
                 image, z = slab_image(volume, None, self.thickness)
-                self._slab = (str(item[self.id_key]), image, z if volume.ndim == 3 else None)
+                self._item = (str(item[self.id_key]), image, z if volume.ndim == 3 else None, out[self.picks_key])
             self._seen += 1
 
     def __call__(self, engine) -> None:
-        picks = self.writer.gathered()[0]  # on every rank: gathering is collective
-        if self._slab is None or not is_main_process():
+        if self._item is None or not is_main_process():
             return
-        item_id, image, z = self._slab
+        item_id, image, z, picks = self._item
         ndim = self.manifest.ndim
-        picks = item_picks(picks, item_id, ndim)
         if self.thresholds_path is not None and Path(self.thresholds_path).is_file():
             picks = apply_thresholds(picks, dict(zip(self.manifest.class_names, load_thresholds(self.thresholds_path, self.manifest.class_names))))
         item = self.manifest.item(item_id)

@@ -21,7 +21,9 @@ class PicksWriter:
     """Collects the per-item picks tables of an evaluator and writes ``<output_dir>/picks.csv``.
 
     Each file is written atomically, so a reader never sees half a file. Under
-    ``torch.distributed`` the tables of all ranks are gathered and rank 0 writes.
+    ``torch.distributed`` the tables of all ranks are gathered and rank 0 writes; an item picked on
+    several ranks (every rank validating, or a ``DistributedSampler`` padding its last round with
+    repeated items) counts once.
 
     Args:
         output_dir: folder of the output files.
@@ -51,7 +53,7 @@ class PicksWriter:
         self.image_key = image_key
         self.voxel_size_key = voxel_size_key
         self.id_key = id_key
-        self.tables: list[pd.DataFrame] = []
+        self.tables: dict[str, pd.DataFrame] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.voxel_sizes: dict[str, float] = {}
 
@@ -61,14 +63,14 @@ class PicksWriter:
         engine.add_event_handler(Events.COMPLETED, self.write)
 
     def reset(self, engine=None) -> None:
-        self.tables, self.shapes, self.voxel_sizes = [], {}, {}
+        self.tables, self.shapes, self.voxel_sizes = {}, {}, {}
 
     def collect(self, engine) -> None:
         batch = engine.state.batch if isinstance(engine.state.batch, list) else [engine.state.batch]
         outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
         for item, out in zip(batch, outputs):
             experiment = str(item[self.id_key])
-            self.tables.append(out[self.picks_key])
+            self.tables[experiment] = out[self.picks_key]
             self.shapes[experiment] = tuple(int(s) for s in item[self.image_key].shape[-3:])
             self.voxel_sizes[experiment] = float(torch.as_tensor(item[self.voxel_size_key]).reshape(-1)[0])
 
@@ -78,7 +80,7 @@ class PicksWriter:
         if dist.is_available() and dist.is_initialized():
             parts = [None] * dist.get_world_size()
             dist.all_gather_object(parts, (self.tables, self.shapes, self.voxel_sizes))
-        tables = [t for p in parts for t in p[0] if len(t)]
+        tables = [t for t in {k: t for p in parts for k, t in p[0].items()}.values() if len(t)]
         shapes = {k: v for p in parts for k, v in p[1].items()}
         voxel_sizes = {k: v for p in parts for k, v in p[2].items()}
         picks = pd.concat(tables, ignore_index=True) if tables else empty_picks(3)
