@@ -3,6 +3,9 @@
 A component is kept when it holds at least ``min_size_fraction`` of the voxels of its class's
 ball (``4/3·π·r³`` with ``r = radius_scale · radius / voxel_size``); its pick sits at the component's
 centroid (voxel → Å) and scores the mean probability of its class over the component.
+
+The argmax and the probability of each voxel's own class are computed where the logits live (a GPU
+after GPU stitching), so only those two volumes cross to the host for cc3d, not every class's map.
 """
 
 from __future__ import annotations
@@ -26,12 +29,12 @@ def ball_volume(radius_voxels: float) -> float:
     return 4.0 / 3.0 * math.pi * float(radius_voxels) ** 3
 
 
-def label_map_to_picks(label_map, probabilities, class_names, min_sizes, voxel_size: float, experiment: str) -> pd.DataFrame:
+def label_map_to_picks(label_map, confidence, class_names, min_sizes, voxel_size: float, experiment: str) -> pd.DataFrame:
     """Picks at the centroids of the 26-connected components of each class of a label map.
 
     Args:
         label_map: ``(Z, Y, X)`` integers, 0 background and ``c + 1`` for class ``c``.
-        probabilities: ``(C + 1, Z, Y, X)`` class probabilities (background first), for the scores.
+        confidence: ``(Z, Y, X)`` probability of each voxel's own label, for the scores.
         class_names: name of each class.
         min_sizes: smallest component kept, in voxels, one per class.
         voxel_size: Å per voxel.
@@ -47,7 +50,7 @@ def label_map_to_picks(label_map, probabilities, class_names, min_sizes, voxel_s
         ids = np.flatnonzero(stats["voxel_counts"][1:] >= min_sizes[c]) + 1
         if len(ids) == 0:
             continue
-        scores = ndimage.mean(np.asarray(probabilities[c + 1]), labels=components, index=ids)
+        scores = ndimage.mean(np.asarray(confidence), labels=components, index=ids)
         for component, score in zip(ids, scores):
             z, y, x = stats["centroids"][component] * voxel_size
             rows.append((experiment, name, x, y, z, float(score)))
@@ -93,12 +96,17 @@ class SegmentationToPicks(Transform):
             experiment: tomogram id written into the table.
             voxel_size: Å per voxel of this tomogram.
         """
-        logits = torch.as_tensor(logits).detach().float().cpu()
+        logits = torch.as_tensor(logits).detach().float()
         if logits.shape[0] != len(self.class_names) + 1:
             raise ValueError(f"logits have {logits.shape[0]} channels for {len(self.class_names)} classes + background")
-        probabilities = torch.softmax(logits, dim=0)
-        label_map = probabilities.argmax(dim=0)
-        return label_map_to_picks(label_map.numpy(), probabilities.numpy(), self.class_names, self.min_sizes(voxel_size), voxel_size, experiment)
+        label_map = logits.argmax(dim=0)
+        top = logits.gather(0, label_map[None])[0]
+        total = torch.zeros_like(top)
+        for channel in logits:  # softmax of the own label, 1 / Σ exp(l_c − l_label), one volume at a time
+            total += torch.exp(channel - top)
+        confidence = (1.0 / total).cpu().numpy()
+        label_map = label_map.to(torch.uint8 if len(self.class_names) < 255 else torch.int32).cpu().numpy()
+        return label_map_to_picks(label_map, confidence, self.class_names, self.min_sizes(voxel_size), voxel_size, experiment)
 
 
 class SegmentationToPicksd(MapTransform):
