@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
-from monai.inferers import sliding_window_inference
+from monai.inferers import SlidingWindowInferer, sliding_window_inference
 
 from cryoet_monai.bundles import bundle_dir
 from cryoet_monai.data.synthetic import synthesize
@@ -125,3 +125,15 @@ def test_semietpicker_bundle_picks_with_amp_on_the_cpu(tiny_manifest):
     assert len(confident[False]) >= 3, "the shipped model must find particles in the tiny tomogram"
     assert matched(confident[False], picks[True], min_distance).all()
     assert matched(confident[True], picks[False], min_distance).all()
+
+
+def test_slab_buffered_stitching_matches_plain_stitching():
+    """The CPU fallback from a GPU buffers one slab of windows at a time (MONAI ``buffer_steps=1``): same output."""
+    torch.manual_seed(0)
+    net = torch.nn.Conv3d(1, 3, 3, padding=1).eval()
+    x = torch.randn(1, 1, 40, 70, 52)
+    inferer = TomogramInferer([32, 32, 32], sw_batch_size=4, overlap=0.25, mode="gaussian", device="cpu")
+    with torch.no_grad():
+        plain = inferer(x, net)
+        buffered = SlidingWindowInferer([32, 32, 32], 4, overlap=0.25, mode="gaussian", device="cpu", buffer_steps=1)(x, net)
+    torch.testing.assert_close(buffered, plain)
