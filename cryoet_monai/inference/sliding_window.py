@@ -129,7 +129,7 @@ class TomogramInferer(SlidingWindowInferer):
         """Where the output of ``inputs`` ``(B, C, *spatial)`` is stitched."""
         if not self.auto_device:
             return torch.device(self.device)
-        spatial = (inputs.shape[0] * inputs.shape[2],) + tuple(inputs.shape[3:])
+        spatial = (inputs.shape[0] * inputs.shape[2],) + tuple(inputs.shape[3:])  # a batch of B volumes: B times the voxels
         return stitch_device(spatial, self.out_channels, self.sw_device, self.output_copies, self.headroom)
 
     def __call__(self, inputs: torch.Tensor, network: Callable, *args, **kwargs) -> torch.Tensor:
