@@ -51,11 +51,15 @@ def test_sasi_two_process_gloo_training(tiny_manifest, tmp_path):
     assert list((tmp_path / "models").glob("*.pt"))
 
 
-def test_cryomae_two_process_gloo_pretraining(tmp_path):
-    micrographs = synthesize_micrographs(tmp_path / "data", num_micrographs=2, shape=(128, 128), radius=8, num_particles=12, seed=0)
+@pytest.mark.parametrize("config", ["pretrain.yaml", "pretrain_3d.yaml"])
+def test_cryomae_two_process_gloo_pretraining(config, tiny_manifest, tmp_path):
+    if config == "pretrain.yaml":
+        manifest = synthesize_micrographs(tmp_path / "data", num_micrographs=2, shape=(128, 128), radius=8, num_particles=12, seed=0)
+    else:
+        manifest = tiny_manifest
     tiny = ["--window", "48", "--network_def#hidden_size", "48", "--network_def#mlp_dim", "96", "--network_def#num_layers", "1",
-            "--network_def#decoder_num_layers", "1", "--num_exemplars", "4", "--epoch_length", "2", "--batch_size", "2"]
-    torchrun("cryomae", ["pretrain.yaml", "multi_gpu.yaml"], ["--manifest", str(micrographs), *tiny], tmp_path / "out")
+            "--network_def#decoder_num_layers", "1", "--num_exemplars", "4", "--epoch_length", "2", "--batch_size", "2", "--unlabeled_tokens", "16"]
+    torchrun("cryomae", [config, "multi_gpu.yaml"], ["--manifest", str(manifest), *tiny], tmp_path / "out")
     state = torch.load(tmp_path / "out" / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert "cls_token" in state and not any(k.startswith("module.") for k in state)
 
