@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 from monai.engines import SupervisedTrainer
-from torch.nn.parallel import DistributedDataParallel
 from monai.utils import CommonKeys as Keys
+from torch.nn.parallel import DistributedDataParallel
 
 from cryoet_monai.inference.exemplar import ExemplarSet
 

@@ -5,6 +5,8 @@
 * :meth:`CryoMAE.reconstruction_loss` is the MAE objective: mean squared error between predicted and
   true pixels of the *masked* patches only, each target patch normalised to zero mean and unit
   variance (He et al. 2022, "norm_pix_loss"), which keeps the loss about texture, not ice thickness.
+
+:class:`CryoMAEEncoder` makes ``encode`` a module's ``forward``, so ``monai.bundle ckpt_export`` can trace it.
 """
 
 from __future__ import annotations
