@@ -107,6 +107,19 @@ def test_reconstruction_panels_keep_visible_patches_and_are_written_every_interv
     assert [s[0] for s in images(tmp_path)["reconstruction"]] == [2, 4]
 
 
+def test_reconstruction_reads_a_decollated_output(tmp_path):
+    """Trainers decollate their output into one dict per window; ``index`` picks the window from either form."""
+    handler = TensorBoardReconstruction(tiny_mae(2, 32), log_dir=str(tmp_path), index=1)
+    windows = torch.randn(2, 1, 32, 32)
+    seen = []
+    handler.panels = lambda window: seen.append(window) or np.zeros((32, 96))
+    for output in ({"image": windows}, [{"image": w} for w in windows]):
+        engine = Engine(lambda e, b, output=output: output)
+        handler.attach(engine)
+        engine.run([0])
+    assert len(seen) == 2 and all(torch.equal(w, windows[1]) for w in seen)
+
+
 def test_reconstruction_of_a_tomogram_window_shows_its_middle_slice(tmp_path):
     handler = TensorBoardReconstruction(tiny_mae(3, 16), log_dir=str(tmp_path))
     window = torch.zeros(1, 16, 16, 16)

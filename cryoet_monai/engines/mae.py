@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
-from monai.engines import SupervisedTrainer
+from monai.engines import IterationEvents, SupervisedTrainer
 from monai.utils import CommonKeys as Keys
 from torch.nn.parallel import DistributedDataParallel
 
@@ -73,8 +73,13 @@ class CryoMAETrainer(SupervisedTrainer):
         self.self_cross_weight = float(self_cross_weight)
         self.unlabeled_tokens = int(unlabeled_tokens)
 
-    def _iteration(self, engine: CryoMAETrainer, batchdata: dict) -> dict:
-        """One optimisation step on ``reconstruction + λ · self_cross``."""
+    def _iteration(self, engine: CryoMAETrainer, batchdata: dict) -> dict | list:
+        """One optimisation step on ``reconstruction + λ · self_cross``.
+
+        The output holds ``image``, ``loss``, ``reconstruction_loss`` and ``self_cross_loss``; like
+        ``SupervisedTrainer`` it fires ``MODEL_COMPLETED``, so with ``decollate=True`` (the default) it
+        becomes a list with one dict per window, every loss repeated in each.
+        """
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         inputs = torch.as_tensor(batchdata[Keys.IMAGE]).to(engine.state.device).float()
@@ -99,4 +104,5 @@ class CryoMAETrainer(SupervisedTrainer):
             "reconstruction_loss": reconstruction.detach(),
             "self_cross_loss": self_cross.detach(),
         }
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)  # decollates the output into one dict per window
         return engine.state.output

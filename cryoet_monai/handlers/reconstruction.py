@@ -39,7 +39,8 @@ class TensorBoardReconstruction(TensorBoardHandler):
         log_dir: TensorBoard folder of the default writer.
         interval: write every ``interval`` epochs (``epoch_level``) or iterations.
         epoch_level: count epochs (True) or iterations (False).
-        index: which window of the batch in ``engine.state.output[image_key]``.
+        index: which window of the batch: ``engine.state.output[index][image_key]`` of a decollated output
+            (a list, as trainers give by default), ``engine.state.output[image_key][index]`` of a batch dict.
         seed: seed of the mask.
         tag: TensorBoard tag.
         image_key: key of the input windows in the engine's output.
@@ -93,7 +94,11 @@ class TensorBoardReconstruction(TensorBoardHandler):
     def __call__(self, engine) -> None:
         if not is_main_process():
             return
-        window = torch.as_tensor(engine.state.output[self.image_key])[self.index].detach()
+        output = engine.state.output
+        if isinstance(output, list):  # decollated: one dict per window
+            window = torch.as_tensor(output[self.index][self.image_key]).detach()
+        else:
+            window = torch.as_tensor(output[self.image_key])[self.index].detach()
         step = engine.state.epoch if self.epoch_level else engine.state.iteration
         self._writer.add_image(self.tag, self.panels(window), step, dataformats="HW")
         self._writer.flush()
