@@ -77,31 +77,56 @@ def _major_minor(version: str) -> tuple[str, ...]:
     return tuple(version.split("+")[0].split(".")[:2])
 
 
+def network_check(metadata: dict) -> dict:
+    """What the network check builds, from ``metadata["network_check"]`` (defaults: MONAI's conventions).
+
+    ``config_file``: a config in ``configs/`` (default ``inference.yaml``); ``net_id``: the network whose
+    input/output shapes ``verify_net_in_out`` tests against ``network_data_format`` (default ``network_def``);
+    ``override``: config values that normally come from a manifest (e.g. ``{"num_classes": 6}``). The weights
+    always load into ``network_def`` of that config.
+
+    Raises:
+        ValueError: when ``network_check`` is not such a dict or names a file outside ``configs/``.
+    """
+    declared = metadata.get("network_check", {})
+    if not isinstance(declared, dict) or set(declared) - {"config_file", "net_id", "override"}:
+        raise ValueError("metadata.json: 'network_check' must be a dict with keys 'config_file', 'net_id', 'override'")
+    check = {"config_file": "inference.yaml", "net_id": "network_def", "override": {}, **declared}
+    name = check["config_file"]
+    if not isinstance(name, str) or Path(name).name != name or Path(name).suffix not in (".yaml", ".yml", ".json"):
+        raise ValueError(f"metadata.json: network_check 'config_file' must name a YAML or JSON file in configs/, got {name!r}")
+    if not isinstance(check["net_id"], str) or not isinstance(check["override"], dict):
+        raise ValueError("metadata.json: network_check 'net_id' must be a config id and 'override' a dict")
+    return check
+
+
 def _check_network(root: Path, metadata: dict) -> list[str]:
     """Network input/output shapes against the metadata, and the shipped weights against the network."""
     import torch
     from monai.bundle import ConfigParser, verify_net_in_out
 
-    config = root / "configs" / "inference.yaml"
-    if not config.is_file():
-        return [f"{config.relative_to(root)}: missing (needed to build the network)"]
-    parser = ConfigParser()
-    parser.read_config(str(config))
-    channels = next(iter(metadata["network_data_format"]["outputs"].values())).get("num_channels")
-    derived = isinstance(parser.get("num_classes"), str)  # e.g. from the manifest a bundle is run with
-    overrides = {"num_classes": channels} if derived and channels else {}
     try:
-        verify_net_in_out(net_id="network_def", meta_file=str(root / "configs" / "metadata.json"), config_file=str(config), device="cpu", **overrides)
+        check = network_check(metadata)
+    except ValueError as err:
+        return [str(err)]
+    config = root / "configs" / check["config_file"]
+    if not config.is_file():
+        return [f"configs/{config.name}: missing (metadata.json's network_check builds the network from it)"]
+    net_id, overrides = check["net_id"], check["override"]
+    try:
+        verify_net_in_out(net_id=net_id, meta_file=str(root / "configs" / "metadata.json"), config_file=str(config), device="cpu", **overrides)
     except Exception as err:
-        return [f"network input/output check failed: {type(err).__name__}: {err}"]
+        return [f"configs/{config.name}: network input/output check failed for '{net_id}': {type(err).__name__}: {err}"]
     weights = root / "models" / "model.pt"
     if weights.is_file():
+        parser = ConfigParser()
+        parser.read_config(str(config))
         parser.update(overrides)
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
             parser.get_parsed_content("network_def").load_state_dict(state.get("model", state), strict=True)
         except Exception as err:
-            return [f"models/model.pt does not load into the network: {type(err).__name__}: {str(err).splitlines()[0]}"]
+            return [f"models/model.pt does not load into the network 'network_def' of configs/{config.name}: {type(err).__name__}: {str(err).splitlines()[0]}"]
     return []
 
 

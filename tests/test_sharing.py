@@ -92,3 +92,44 @@ def test_unsafe_config_is_listed_and_refused(toy_bundle, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "refusing to run" in err and "run#0" in err
     assert not (tmp_path / "pwned").exists()
+
+
+def rewrite_zip(archive, out, change) -> None:
+    """Copy a zip, passing each member's bytes through ``change(name, data)``."""
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(out, "w") as dst:
+        for name in src.namelist():
+            dst.writestr(name, change(name, src.read(name)))
+
+
+@pytest.mark.parametrize("bundle", ["semietpicker", "sasi", "cryomae"])
+def test_every_shipped_bundle_packs_and_verifies(bundle, tmp_path):
+    archive = pack_bundle(bundle, tmp_path / f"{bundle}.zip")
+    problems, _ = verify_bundle(archive)
+    assert problems == [], f"{bundle}: {problems}"
+
+    flipped = tmp_path / "flipped.zip"
+    rewrite_zip(archive, flipped, lambda name, data: data[:-1] + bytes([data[-1] ^ 1]) if name.endswith("models/model.pt") else data)
+    assert verify_bundle(flipped)[0] == ["models/model.pt: SHA-256 mismatch (modified or corrupt)"]
+
+    def wrong_channels(name, data):
+        if not name.endswith("configs/metadata.json"):
+            return data
+        metadata = json.loads(data)
+        next(iter(metadata["network_data_format"]["outputs"].values()))["num_channels"] += 1
+        return json.dumps(metadata).encode()
+
+    wrong = tmp_path / "wrong.zip"
+    rewrite_zip(archive, wrong, wrong_channels)
+    problems, _ = verify_bundle(wrong)
+    assert len(problems) == 1 and "network input/output check failed" in problems[0], problems
+
+
+def test_network_check_names_a_config_inside_configs(toy_bundle, tmp_path):
+    metadata = dict(METADATA, network_check={"config_file": "../../elsewhere.yaml"})
+    (toy_bundle / "configs" / "metadata.json").write_text(json.dumps(metadata))
+    problems, _ = verify_bundle(pack_bundle(str(toy_bundle), tmp_path / "toy.zip"))
+    assert problems == ["metadata.json: network_check 'config_file' must name a YAML or JSON file in configs/, got '../../elsewhere.yaml'"]
+    metadata["network_check"] = {"config_file": "pick.yaml"}
+    (toy_bundle / "configs" / "metadata.json").write_text(json.dumps(metadata))
+    problems, _ = verify_bundle(pack_bundle(str(toy_bundle), tmp_path / "toy.zip"))
+    assert problems == ["configs/pick.yaml: missing (metadata.json's network_check builds the network from it)"]
