@@ -33,12 +33,12 @@ from cryoet_monai.data.synthetic import synthesize
 from cryoet_monai.metrics import score_picks
 
 CONFIGS = bundle_dir("sasi") / "configs"
-ROWS = {  # row name: (use_pretrained, infill, consistency weight)
-    "plain U-Net": (False, False, 0.0),
-    "+ pre-training": (True, False, 0.0),
-    "+ infill": (False, True, 0.0),
-    "+ consistency": (False, False, 1.0),
-    "SaSi (all)": (True, True, 1.0),
+ROWS = {  # row name: (pre-trained encoder, volume infill, consistency guidance)
+    "plain U-Net": (False, False, False),
+    "+ pre-training": (True, False, False),
+    "+ infill": (False, True, False),
+    "+ consistency": (False, False, True),
+    "SaSi (all)": (True, True, True),
 }
 SEMIETPICKER = "SemiETPicker (supervised)"
 # synthetic presets (5 tomograms: 2 training, 1 unlabeled, 1 validation, 1 test) and their result tables
@@ -46,7 +46,7 @@ RESULT_FILES = {"czii-bin2": "results.csv", "shrec": "results_shrec.csv"}
 CPU_PRESET = {  # small enough for 2 CPU cores; the bundle's defaults are for a GPU
     "network": {"roi_size": [32, 48, 48], "features": [8, 8, 16, 32, 64, 8]},
     "pretrain": {"max_epochs": 1, "epoch_length": 40, "batch_size": 8, "learning_rate": 0.003},
-    "train": {"max_epochs": 4, "epoch_length": 20, "batch_size": 2, "num_samples": 1, "learning_rate": 0.003, "consistency#rampup_iterations": 20, "val_interval": 0},
+    "train": {"max_epochs": 4, "epoch_length": 20, "batch_size": 2, "num_samples": 1, "learning_rate": 0.003, "consistency#weight": 1.0, "consistency#rampup_iterations": 20, "val_interval": 0},
     "inference": {"sw_batch_size": 8, "overlap": 0.25},
     # the SaSi rows' schedule (iterations, batch, crop, learning rate), no validation during training
     "semietpicker": {"max_epochs": 4, "epoch_length": 20, "batch_size": 2, "num_samples": 1, "learning_rate": 0.003, "val_interval": 0},
@@ -91,12 +91,13 @@ def train_and_score(budget: Path, full: Path, encoder: Path | None, row: str, ou
     metrics = out / "metrics.json"
     if metrics.is_file():
         return json.loads(metrics.read_text())
-    use_pretrained, infill, weight = ROWS[row]
+    use_pretrained, infill, consistency = ROWS[row]
+    settings = {**CPU_PRESET["train"], "infill#enabled": infill, "initialize": [f"$monai.utils.set_determinism(seed={seed})"]}
+    if not consistency:
+        settings["consistency#weight"] = 0.0
     encoder_path = {"pretrained_encoder": str(encoder)} if use_pretrained else {}
     trained = timed_training(out, lambda: _run(
-        "train", manifest=str(budget), output_dir=str(out), use_pretrained=use_pretrained, **encoder_path,
-        **{"infill#enabled": infill, "consistency#weight": weight, "initialize": [f"$monai.utils.set_determinism(seed={seed})"]},
-        **CPU_PRESET["network"], **CPU_PRESET["train"],
+        "train", manifest=str(budget), output_dir=str(out), use_pretrained=use_pretrained, **encoder_path, **CPU_PRESET["network"], **settings
     ))
     _run("inference", manifest=str(full), split=split, output_dir=str(out), model_path=str(out / "models" / "model.pt"), **CPU_PRESET["network"], **CPU_PRESET["inference"])
     result = score_picks(read_picks(out / "picks.csv", ndim=3), load_manifest(full), split)
@@ -189,13 +190,17 @@ def main(argv=None) -> None:
     parser.add_argument("--shots", type=int, nargs="+", default=[3, 5, 10])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--rows", nargs="+", default=[*ROWS, SEMIETPICKER], choices=[*ROWS, SEMIETPICKER])
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default="test", help="split to score (`validation` for experiments on the defaults)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override SaSi fine-tuning settings, e.g. consistency#weight=0.1")
     parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--collect-only", action="store_true", help="only tabulate the finished runs under --out")
     parser.add_argument("--validation-only", action="store_true", help="only add `validation` scores to the finished SaSi runs")
     args = parser.parse_args(argv)
 
     args.results.mkdir(parents=True, exist_ok=True)
+    for setting in args.set:
+        key, _, value = setting.partition("=")
+        CPU_PRESET["train"][key] = json.loads(value)
     if args.collect_only:
         write_results(collect(args.out), args.dataset, args.results)
         return
@@ -219,7 +224,8 @@ def main(argv=None) -> None:
                     semietpicker_and_score(budget, full, run_dir, args.split, seed)
                 else:
                     train_and_score(budget, full, encoder, row, run_dir, args.split, seed)
-                    validation_score(full, run_dir)
+                    if args.split != "validation":
+                        validation_score(full, run_dir)
                 write_results(collect(args.out), args.dataset, args.results)
     print((args.results / "results.md").read_text())
 
