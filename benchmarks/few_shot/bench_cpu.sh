@@ -9,11 +9,15 @@ CZII="--data $W/czii-bin2 --out $W/runs"
 SHREC="--dataset shrec --templates ../shared/data/templates_10A --data $W/shrec --out $W/shrec_runs"
 ABLATIONS=("+ pre-training" "+ infill" "+ consistency")
 nice -n 10 $PY $S $CZII --shots 3 5 10 --seeds 0 1 --rows "plain U-Net" "SaSi (all)"
-nice -n 10 $PY $S $CZII --shots 5 --rows "${ABLATIONS[@]}"
-nice -n 10 $PY $S $CZII --shots 5 --rows "SemiETPicker (supervised)"
+nice -n 10 $PY $S $CZII --shots 5 --rows "${ABLATIONS[@]}" "SemiETPicker (supervised)"
 nice -n 10 $PY $S $SHREC --shots 5 --rows "plain U-Net" "SaSi (all)"
-nice -n 10 $PY $S $CZII --validation-only
-nice -n 10 $PY $S $CZII --shots 5 --seeds 1 --rows "${ABLATIONS[@]}" "SemiETPicker (supervised)"
+nice -n 10 $PY $S $CZII --shots 5 --seeds 1 --rows "${ABLATIONS[@]}"
+# consistency guidance at this short budget, on validation only (results kept out of results/)
+for SET in "consistency#rampup_iterations=80" "consistency#weight=0.1"; do
+    nice -n 10 $PY $S --data $W/czii-bin2 --out "$W/validation/$SET" --results "$W/validation/$SET" --split validation \
+        --shots 5 --seeds 0 1 --rows "+ consistency" --set "$SET"
+done
+nice -n 10 $PY $S $CZII --shots 5 --seeds 1 --rows "SemiETPicker (supervised)"
 nice -n 10 $PY $S $CZII --shots 3 10 --rows "${ABLATIONS[@]}" "SemiETPicker (supervised)"
 nice -n 10 $PY $S $SHREC --shots 5 --seeds 1 --rows "plain U-Net" "SaSi (all)"
 nice -n 10 $PY $S $SHREC --shots 3 10 --seeds 0 1 --rows "plain U-Net" "SaSi (all)"
