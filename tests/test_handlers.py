@@ -9,6 +9,7 @@ from ignite.engine import Engine, Events
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import cryoet_monai.handlers.picks_overlay as picks_overlay
+import cryoet_monai.handlers.reconstruction as reconstruction
 from cryoet_monai.data.manifest import load_manifest
 from cryoet_monai.data.picks import make_picks
 from cryoet_monai.handlers import PicksScorer, TensorBoardPicksOverlay, TensorBoardReconstruction
@@ -126,3 +127,27 @@ def test_reconstruction_of_a_tomogram_window_shows_its_middle_slice(tmp_path):
     window[:, 8] = torch.linspace(0, 1, 16)  # only the middle slice has structure
     source = handler.panels(window)[:, :16]
     assert source.shape == (16, 16) and np.allclose(source, source[0:1]) and source[0, -1] > source[0, 0]
+
+
+def test_tensorboard_handlers_open_their_event_file_at_the_first_image_and_only_on_rank_zero(make_manifest, monkeypatch, tmp_path):
+    manifest = load_manifest(make_manifest({"validation": [("TS_1", [("ribosome", 100, 100, 100)], None)]}))
+    picks = make_picks("TS_1", "ribosome", np.array([[100.0, 100.0, 100.0]]), score=[0.9])
+
+    def run_both(log_dir):
+        handlers = [TensorBoardReconstruction(tiny_mae(2, 32), log_dir=str(log_dir), epoch_level=False),
+                    TensorBoardPicksOverlay(manifest, log_dir=str(log_dir))]
+        assert not log_dir.exists(), "no event file before anything is written"
+        engines = [Engine(lambda e, b: {"image": torch.randn(1, 1, 32, 32)}), Engine(lambda e, b: [{"pred_picks": picks}])]
+        for handler, engine in zip(handlers, engines):
+            handler.attach(engine)
+        engines[0].run([0])
+        engines[1].run([[{"image": torch.randn(1, 40, 50, 60), "id": "TS_1"}]])
+        for handler in handlers:
+            handler.close()
+
+    run_both(tmp_path / "rank0")
+    assert {tag: [s[0] for s in steps] for tag, steps in images(tmp_path / "rank0").items()} == {"reconstruction": [1], "picks/TS_1": [1]}
+    monkeypatch.setattr(reconstruction, "is_main_process", lambda: False)
+    monkeypatch.setattr(picks_overlay, "is_main_process", lambda: False)
+    run_both(tmp_path / "rank1")
+    assert not (tmp_path / "rank1").exists(), "a rank other than 0 leaves no event file"

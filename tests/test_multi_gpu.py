@@ -36,6 +36,11 @@ def torchrun(bundle: str, configs: list[str], overrides: list[str], out):
     return result.stdout + result.stderr
 
 
+def event_file_writers(log_dir) -> set[str]:
+    """Process ids in the names of the event files in ``log_dir`` (``events.out.tfevents.<time>.<host>.<pid>.<n>``)."""
+    return {path.name.rsplit(".", 2)[1] for path in log_dir.glob("events.*")}
+
+
 def test_semietpicker_two_process_gloo_training(tiny_manifest, tmp_path):
     log = torchrun("semietpicker", ["train.yaml", "multi_gpu.yaml"], ["--manifest", str(tiny_manifest), *SMALL, "--network_def#filters", "[4, 8, 16]"], tmp_path)
     assert "gloo" in log or "Epoch[1] Complete" in log
@@ -44,11 +49,13 @@ def test_semietpicker_two_process_gloo_training(tiny_manifest, tmp_path):
     state = torch.load(final, map_location="cpu", weights_only=True)
     assert not any(k.startswith("module.") for k in state), "the saved model must be the unwrapped network"
     assert len(list((tmp_path / "models").glob("checkpoint_*.pt"))) == 1, "only rank 0 writes checkpoints"
+    assert len(event_file_writers(tmp_path / "tensorboard")) == 1, "only rank 0 opens event files"
 
 
 def test_sasi_two_process_gloo_training(tiny_manifest, tmp_path):
     torchrun("sasi", ["train.yaml", "multi_gpu.yaml"], ["--manifest", str(tiny_manifest), *SMALL, "--use_pretrained", "False"], tmp_path)
     assert list((tmp_path / "models").glob("*.pt"))
+    assert len(event_file_writers(tmp_path / "tensorboard")) == 1, "only rank 0 opens event files"
 
 
 @pytest.mark.parametrize("config", ["pretrain.yaml", "pretrain_3d.yaml"])
@@ -62,6 +69,7 @@ def test_cryomae_two_process_gloo_pretraining(config, tiny_manifest, tmp_path):
     torchrun("cryomae", [config, "multi_gpu.yaml"], ["--manifest", str(manifest), *tiny], tmp_path / "out")
     state = torch.load(tmp_path / "out" / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert "cls_token" in state and not any(k.startswith("module.") for k in state)
+    assert len(event_file_writers(tmp_path / "out" / "tensorboard")) == 1, "only rank 0 opens event files"
 
 
 def _cryomae_worker(rank: int, world_size: int, folder: str) -> None:

@@ -123,6 +123,8 @@ def test_multi_gpu_validation_counts_each_tomogram_once_and_logs_from_rank_zero(
     assert len(picks) and not picks.duplicated().any(), "both ranks validated the one tomogram; its picks count once"
     scalars, images = tensorboard(out / "tensorboard")
     assert scalars["score"] == [1] and images["picks/validation"] == [1]
+    writers = {path.name.rsplit(".", 2)[1] for path in (out / "tensorboard").glob("events.*")}  # events.out.tfevents.<time>.<host>.<pid>.<n>
+    assert len(writers) == 1, "only rank 0 opens event files"
 
 
 def test_cryomae_pretraining_writes_losses_and_reconstructions(micrographs, tmp_path):

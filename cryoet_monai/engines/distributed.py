@@ -56,7 +56,12 @@ def is_main_process() -> bool:
 
 
 def main_process_handlers(handlers: list) -> list:
-    """Drop logging and checkpoint handlers on every rank but 0."""
+    """Drop logging and checkpoint handlers on every rank but 0.
+
+    Dropping a handler does not undo its construction: a MONAI ``TensorBoardStatsHandler`` opens its event
+    file when built, so the bundles also disable it (``_disabled_``) on other ranks; this package's
+    TensorBoard handlers open theirs at the first write.
+    """
     return [h for h in handlers if is_main_process() or not isinstance(h, MAIN_PROCESS_ONLY)]
 
 

@@ -7,19 +7,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from monai.handlers.tensorboard_handlers import TensorBoardHandler
 from monai.utils import min_version, optional_import
 
 from cryoet_monai.data.manifest import Manifest, load_manifest
 from cryoet_monai.data.picks import read_picks
 from cryoet_monai.engines.distributed import is_main_process
+from cryoet_monai.handlers.tensorboard import LazyTensorBoardHandler
 from cryoet_monai.inference.thresholds import apply_thresholds, load_thresholds
 from cryoet_monai.visualize import figure_to_rgb, item_picks, overlay_figure, slab_image
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 
 
-class TensorBoardPicksOverlay(TensorBoardHandler):
+class TensorBoardPicksOverlay(LazyTensorBoardHandler):
     """Writes an image of one item's picks, marked against the truth, to TensorBoard after each evaluation run.
 
     The image is :func:`cryoet_monai.visualize.overlay_figure` (what ``cryoet-monai view`` draws): a slab
@@ -32,7 +32,8 @@ class TensorBoardPicksOverlay(TensorBoardHandler):
 
     Args:
         manifest: the manifest (path or loaded) with the truth, the class radii and the voxel size.
-        summary_writer: a ``SummaryWriter``; default a new one writing to ``log_dir``.
+        summary_writer: a ``SummaryWriter``; default a new one writing to ``log_dir``, opened at the first
+            image (on rank 0 only under ``torch.distributed``).
         log_dir: TensorBoard folder of the default writer.
         item_index: which item of the run (in loader order) to draw.
         thresholds_path: per-class thresholds JSON applied to the picks before drawing (the one the

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from monai.handlers.tensorboard_handlers import TensorBoardHandler
 from monai.utils import CommonKeys, min_version, optional_import
 
 from cryoet_monai.engines.distributed import is_main_process
+from cryoet_monai.handlers.tensorboard import LazyTensorBoardHandler
 from cryoet_monai.visualize import slab_image
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
@@ -23,7 +23,7 @@ def unpatchify(patches: torch.Tensor, grid_size, patch_size, channels: int = 1) 
     return x.permute(*order).reshape(b, channels, *[g * p for g, p in zip(grid_size, patch_size)])
 
 
-class TensorBoardReconstruction(TensorBoardHandler):
+class TensorBoardReconstruction(LazyTensorBoardHandler):
     """Every ``interval`` epochs (or iterations), writes one training window of a masked autoencoder to
     TensorBoard as three panels side by side: input | masked input | reconstruction.
 
@@ -35,7 +35,8 @@ class TensorBoardReconstruction(TensorBoardHandler):
 
     Args:
         network: a :class:`~cryoet_monai.networks.mae.CryoMAE` (or one wrapped in ``DistributedDataParallel``).
-        summary_writer: a ``SummaryWriter``; default a new one writing to ``log_dir``.
+        summary_writer: a ``SummaryWriter``; default a new one writing to ``log_dir``, opened at the first
+            image (on rank 0 only under ``torch.distributed``).
         log_dir: TensorBoard folder of the default writer.
         interval: write every ``interval`` epochs (``epoch_level``) or iterations.
         epoch_level: count epochs (True) or iterations (False).
