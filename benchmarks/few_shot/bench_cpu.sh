@@ -13,10 +13,9 @@ nice -n 10 $PY $S $CZII --shots 5 --rows "${ABLATIONS[@]}" "SemiETPicker (superv
 nice -n 10 $PY $S $SHREC --shots 5 --rows "plain U-Net" "SaSi (all)"
 nice -n 10 $PY $S $CZII --shots 5 --seeds 1 --rows "${ABLATIONS[@]}"
 # consistency guidance at this short budget, on validation only (results kept out of results/)
-for SET in "consistency#rampup_iterations=80" "consistency#weight=0.1"; do
-    nice -n 10 $PY $S --data $W/czii-bin2 --out "$W/validation/$SET" --results "$W/validation/$SET" --split validation \
-        --shots 5 --seeds 0 1 --rows "+ consistency" --set "$SET"
-done
+V=(--data $W/czii-bin2 --split validation --shots 5 --seeds 0 1 --rows "+ consistency")
+nice -n 10 $PY $S "${V[@]}" --out $W/validation/rampup80 --results $W/validation/rampup80 --set "consistency#rampup_iterations=80"
+nice -n 10 $PY $S "${V[@]}" --out $W/validation/weight0.1 --results $W/validation/weight0.1 --set "consistency#weight=0.1"
 nice -n 10 $PY $S $CZII --shots 5 --seeds 1 --rows "SemiETPicker (supervised)"
 nice -n 10 $PY $S $CZII --shots 3 10 --rows "${ABLATIONS[@]}" "SemiETPicker (supervised)"
 nice -n 10 $PY $S $SHREC --shots 5 --seeds 1 --rows "plain U-Net" "SaSi (all)"
