@@ -46,6 +46,19 @@ def test_heatmap_to_picks_finds_peaks_and_plateaus_once_in_angstrom():
     assert (strict.particle_type == "a").sum() == 0
 
 
+def test_suppression_across_classes_keeps_the_stronger_class_at_a_place():
+    shape = (12, 30, 30)
+    # class a: strong at P and alone at Q; class b: weaker at P (fires on the same particle) and alone at R
+    a = render_heatmap([(6, 8, 8), (6, 22, 22)], [0, 0], [1.5], shape, 1)[0] * 0.9
+    b = render_heatmap([(6, 9, 8), (6, 8, 22)], [0, 0], [1.5], shape, 1)[0] * 0.7
+    logits = torch.logit(torch.stack([a, b]).clamp(1e-4, 1 - 1e-4))
+    per_class = HeatmapToPicks(["a", "b"], [40.0, 40.0], thresholds=0.5)(logits, "tomo", voxel_size=10.0)
+    assert sorted(per_class.particle_type) == ["a", "a", "b", "b"]
+    joint = HeatmapToPicks(["a", "b"], [40.0, 40.0], thresholds=0.5, across_classes=True)(logits, "tomo", voxel_size=10.0)
+    assert sorted(joint.particle_type) == ["a", "a", "b"]
+    assert joint[joint.particle_type == "b"][["x", "y"]].to_numpy().tolist() == [[220.0, 80.0]]  # the lone b survives
+
+
 def test_tune_thresholds_separates_true_from_false_picks(tmp_path):
     write_mrc(tmp_path / "t.mrc", np.zeros((10, 30, 30), np.float32), 10.0)
     truth = np.array([[50.0, 50.0, 50.0], [200.0, 200.0, 50.0]])

@@ -13,9 +13,8 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy import ndimage
-from scipy.spatial import cKDTree
 
-from cryoet_monai.inference.peaks import find_peaks, peaks_to_picks
+from cryoet_monai.inference.peaks import find_peaks, peaks_to_picks, suppress_across_classes
 
 
 def blob_responses(volume: np.ndarray, radii_voxels, bright: bool = True) -> np.ndarray:
@@ -62,24 +61,8 @@ class BlobPicker:
         points, labels, scores = find_peaks(
             torch.from_numpy(responses), min_distance=radii * self.min_distance_fraction, thresholds=self.threshold_std
         )
-        keep = select_scales(points.numpy(), labels.numpy(), scores.numpy(), radii)
+        keep = suppress_across_classes(points.numpy(), labels.numpy(), scores.numpy(), radii)
         return peaks_to_picks(points[keep], labels[keep], scores[keep], self.class_names, voxel_size, experiment)
-
-
-def select_scales(points: np.ndarray, labels: np.ndarray, scores: np.ndarray, radii) -> np.ndarray:
-    """Indices of peaks kept after cross-class suppression: strongest first, each kept peak removes
-    weaker peaks of other classes within its own radius."""
-    order = np.argsort(-scores, kind="stable")
-    tree = cKDTree(points) if len(points) else None
-    removed = np.zeros(len(points), bool)
-    kept = []
-    for i in order:
-        if removed[i]:
-            continue
-        kept.append(i)
-        near = np.asarray(tree.query_ball_point(points[i], r=float(radii[labels[i]])), dtype=int)
-        removed[near[labels[near] != labels[i]]] = True
-    return np.sort(np.asarray(kept, dtype=int))
 
 
 def pick_with_blobs(manifest_path, split: str, threshold_std: float = 4.0, dark: bool = False):

@@ -126,6 +126,22 @@ def suppress(points_zyx: np.ndarray, order: np.ndarray, min_distance: float) -> 
 
 
 @torch.no_grad()
+def suppress_across_classes(points_zyx: np.ndarray, labels: np.ndarray, scores: np.ndarray, radii) -> np.ndarray:
+    """Indices of the peaks kept when two particles cannot share a place: strongest first, each kept
+    peak removes the weaker peaks of *other* classes within its own class radius (voxels, ``radii[label]``)."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    tree = cKDTree(points_zyx) if len(points_zyx) else None
+    removed = np.zeros(len(points_zyx), bool)
+    kept = []
+    for i in order:
+        if removed[i]:
+            continue
+        kept.append(i)
+        near = np.asarray(tree.query_ball_point(points_zyx[i], r=float(radii[labels[i]])), dtype=int)
+        removed[near[labels[near] != labels[i]]] = True
+    return np.sort(np.asarray(kept, dtype=int))
+
+
 def find_peaks(
     heatmap: torch.Tensor, min_distance, thresholds, max_peaks: int | None = None, smoothing: float = 0.5
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -8,8 +8,9 @@ import pandas as pd
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
+from monai.utils import convert_to_numpy
 
-from cryoet_monai.inference.peaks import find_peaks, peaks_to_picks
+from cryoet_monai.inference.peaks import find_peaks, peaks_to_picks, suppress_across_classes
 
 
 class HeatmapToPicks(Transform):
@@ -24,6 +25,9 @@ class HeatmapToPicks(Transform):
         thresholds: minimum probability of a pick, one for all classes or one per class.
         nms_radius_scale: two picks of a class are at least ``nms_radius_scale × radius`` apart.
         max_peaks: keep at most this many picks per class (highest scores first); None for all.
+        across_classes: also suppress, strongest first, picks of other classes within
+            ``nms_radius_scale × radius`` of a kept pick (two particles cannot share a place; a heatmap
+            channel often also fires on a particle of a similar class).
     """
 
     def __init__(
@@ -33,6 +37,7 @@ class HeatmapToPicks(Transform):
         thresholds: float | Sequence[float] = 0.5,
         nms_radius_scale: float = 0.75,
         max_peaks: int | None = None,
+        across_classes: bool = False,
     ):
         if len(class_names) != len(radii_angstrom):
             raise ValueError(f"{len(class_names)} class names but {len(radii_angstrom)} radii")
@@ -46,6 +51,7 @@ class HeatmapToPicks(Transform):
         self.thresholds = [float(t) for t in thresholds]
         self.nms_radius_scale = nms_radius_scale
         self.max_peaks = max_peaks
+        self.across_classes = across_classes
 
     def __call__(self, heatmap: torch.Tensor, experiment: str, voxel_size: float) -> pd.DataFrame:
         """
@@ -61,6 +67,10 @@ class HeatmapToPicks(Transform):
         logit_thresholds = torch.logit(torch.tensor(self.thresholds, dtype=torch.float64)).tolist()
         points, labels, logits = find_peaks(heatmap, min_distance, logit_thresholds, self.max_peaks)
         scores = torch.sigmoid(torch.as_tensor(logits).float())
+        if self.across_classes:
+            keep = suppress_across_classes(convert_to_numpy(points), convert_to_numpy(labels), convert_to_numpy(scores), min_distance)
+            keep = torch.as_tensor(keep, device=points.device)
+            points, labels, scores = points[keep], labels[keep], scores[keep]
         return peaks_to_picks(points, labels, scores, self.class_names, voxel_size, experiment)
 
 
@@ -74,6 +84,7 @@ class HeatmapToPicksd(MapTransform):
         thresholds: see :class:`HeatmapToPicks`.
         nms_radius_scale: see :class:`HeatmapToPicks`.
         max_peaks: see :class:`HeatmapToPicks`.
+        across_classes: see :class:`HeatmapToPicks`.
         id_key: key of the tomogram id.
         voxel_size_key: key of the voxel size in Å.
         picks_key: where the picks table is stored.
@@ -87,6 +98,7 @@ class HeatmapToPicksd(MapTransform):
         thresholds: float | Sequence[float] = 0.5,
         nms_radius_scale: float = 0.75,
         max_peaks: int | None = None,
+        across_classes: bool = False,
         id_key: str = "id",
         voxel_size_key: str = "voxel_size",
         picks_key: str = "pred_picks",
@@ -94,7 +106,7 @@ class HeatmapToPicksd(MapTransform):
         super().__init__(keys)
         if len(self.keys) != 1:
             raise ValueError(f"HeatmapToPicksd reads exactly one heatmap key, got {self.keys}")
-        self.to_picks = HeatmapToPicks(class_names, radii_angstrom, thresholds, nms_radius_scale, max_peaks)
+        self.to_picks = HeatmapToPicks(class_names, radii_angstrom, thresholds, nms_radius_scale, max_peaks, across_classes)
         self.id_key = id_key
         self.voxel_size_key = voxel_size_key
         self.picks_key = picks_key
