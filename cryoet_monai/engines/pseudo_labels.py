@@ -16,12 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from cryoet_monai.data.manifest import load_manifest
-from cryoet_monai.inference.peaks import find_peaks
+from cryoet_monai.inference.peaks import find_peaks, per_class
 from cryoet_monai.transforms.heatmap import annotated_mask, class_sigmas, render_heatmap
 from cryoet_monai.transforms.views import invert_view_volume, view_volume
 
@@ -94,9 +95,7 @@ class MultiViewPseudoLabeler:
         negative_threshold: float | Sequence[float] | None = None,
     ):
         num_classes = len(radii_angstrom)
-        thresholds = [float(thresholds)] * num_classes if isinstance(thresholds, (int, float)) else list(thresholds)
-        if len(thresholds) != num_classes:
-            raise ValueError(f"{num_classes} classes but {len(thresholds)} thresholds")
+        thresholds = per_class(thresholds, num_classes, "thresholds")
         self.num_classes = num_classes
         self.sigmas = class_sigmas(radii_angstrom, voxel_size, sigma_scale)
         self.logit_thresholds = torch.logit(torch.tensor(thresholds, dtype=torch.float64)).tolist()
@@ -104,12 +103,10 @@ class MultiViewPseudoLabeler:
         self.views = [int(k) for k in views]
         self.negative_threshold = None
         if negative_threshold is not None:
-            negative = torch.as_tensor(negative_threshold, dtype=torch.float32).reshape(-1)
-            if negative.numel() == 1:
-                negative = negative.repeat(num_classes)
-            if negative.numel() != num_classes or not bool(((negative > 0) & (negative < 1)).all()):
-                raise ValueError(f"negative_threshold must be probabilities in (0, 1), one or one per class, got {negative_threshold}")
-            self.negative_threshold = negative.reshape(num_classes, 1, 1, 1)
+            negative = per_class(negative_threshold, num_classes, "negative_threshold")
+            if not np.all((negative > 0) & (negative < 1)):
+                raise ValueError(f"negative_threshold must be probabilities in (0, 1), got {negative.tolist()}")
+            self.negative_threshold = torch.as_tensor(negative, dtype=torch.float32).reshape(num_classes, 1, 1, 1)
 
     @torch.no_grad()
     def fuse(self, network: Callable, images: torch.Tensor) -> torch.Tensor:

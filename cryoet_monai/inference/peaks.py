@@ -36,7 +36,8 @@ from scipy.spatial import cKDTree
 from cryoet_monai.data.picks import make_picks
 
 
-def _per_class(value, num_classes: int, name: str) -> np.ndarray:
+def per_class(value, num_classes: int, name: str) -> np.ndarray:
+    """``value`` (one number, or one per class) as a float64 array of ``num_classes`` finite values."""
     values = convert_to_numpy(value, dtype=np.float64, wrap_sequence=True).reshape(-1)
     if values.size == 1:
         values = np.repeat(values, num_classes)
@@ -168,8 +169,8 @@ def find_peaks(
     if smoothing < 0 or (max_peaks is not None and max_peaks < 0):
         raise ValueError(f"smoothing and max_peaks must be >= 0, got {smoothing!r} and {max_peaks!r}")
     num_classes = heatmap.shape[0]
-    distances = _per_class(min_distance, num_classes, "min_distance")
-    cutoffs = _per_class(thresholds, num_classes, "thresholds")
+    distances = per_class(min_distance, num_classes, "min_distance")
+    cutoffs = per_class(thresholds, num_classes, "thresholds")
     if np.any(distances < 0):
         raise ValueError(f"min_distance must be >= 0 voxels, got {distances.tolist()}")
     heatmap = heatmap.float()
