@@ -10,7 +10,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_numpy
 
-from cryoet_monai.inference.peaks import find_peaks, peaks_to_picks, suppress_across_classes
+from cryoet_monai.inference.peaks import find_peaks, peaks_to_picks, per_class, suppress_across_classes
 
 
 class HeatmapToPicks(Transform):
@@ -41,9 +41,7 @@ class HeatmapToPicks(Transform):
     ):
         if len(class_names) != len(radii_angstrom):
             raise ValueError(f"{len(class_names)} class names but {len(radii_angstrom)} radii")
-        thresholds = [float(thresholds)] * len(class_names) if isinstance(thresholds, (int, float)) else thresholds
-        if len(thresholds) != len(class_names):
-            raise ValueError(f"{len(class_names)} classes but {len(thresholds)} thresholds")
+        thresholds = per_class(thresholds, len(class_names), "thresholds").tolist()
         if not all(0.0 < t < 1.0 for t in thresholds):
             raise ValueError(f"thresholds are probabilities strictly between 0 and 1, got {list(thresholds)}")
         self.class_names = list(class_names)
