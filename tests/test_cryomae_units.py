@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cryoet_monai.data.picks import make_picks
+from cryoet_monai.data.picks import make_picks, within_border
 from cryoet_monai.inference.exemplar import (
     ExemplarSet,
     SimilarityToPicks,
@@ -151,6 +151,17 @@ def test_similarity_to_picks_returns_original_pixels():
     expected = to_original(np.array([[19.5, 39.5], [79.5, 79.5]]), (400, 400), (100, 100))
     np.testing.assert_allclose(picks[["x", "y"]].to_numpy(), expected)
     assert list(picks["micrograph"]) == ["m", "m"]
+    # a border of 100 px drops the pick at x ≈ 79.5 and keeps one in the middle
+    sim[20, 20], sim[12, 12] = 0.0, 0.9
+    bordered = SimilarityToPicks("p", radius=20, stride=4, threshold=0.5, border=100)(sim, "m", (400, 400), (100, 100))
+    np.testing.assert_allclose(bordered[["x", "y"]].to_numpy(), to_original(np.array([[47.5, 47.5]]), (400, 400), (100, 100)))
+
+
+def test_within_border_counts_the_margin_from_pixel_edges():
+    # image 10 rows × 20 columns spans x ∈ [-0.5, 19.5], y ∈ [-0.5, 9.5]
+    points = np.array([[-0.5, 4.0], [1.4, 4.0], [1.5, 4.0], [17.5, 4.0], [17.6, 4.0], [10.0, 1.5], [10.0, 7.6]])
+    np.testing.assert_array_equal(within_border(points, (10, 20), 2.0), [False, False, True, True, False, True, False])
+    assert within_border(points, (10, 20)).all()
 
 
 def test_select_exemplars_is_reproducible_and_respects_the_margin():

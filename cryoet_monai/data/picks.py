@@ -68,6 +68,20 @@ def make_picks(item, particle_type, coords_xyz, score=1.0, ndim: int | None = No
     return pd.DataFrame(table, columns=columns_for(ndim))
 
 
+def within_border(coords_xyz, shape, border: float = 0.0) -> np.ndarray:
+    """Mask of the positions at least ``border`` from every edge of an image (pixel-centre convention: the
+    image spans ``-0.5 … n - 0.5`` along an axis of ``n`` pixels).
+
+    Args:
+        coords_xyz: ``(N, d)`` positions in ``x, y[, z]`` order, in pixels (voxels) of the image.
+        shape: the image's spatial shape in array order (``[z,] y, x``).
+        border: margin in pixels; e.g. half the extraction box, so every kept particle can be boxed.
+    """
+    coords = np.asarray(coords_xyz, dtype=float).reshape(-1, len(shape))
+    upper = np.asarray(shape, dtype=float)[::-1] - 0.5 - border
+    return np.all((coords >= border - 0.5) & (coords <= upper), axis=1)
+
+
 def picks_ndim(picks: pd.DataFrame) -> int:
     """2 for micrograph picks, 3 for tomogram picks."""
     return 3 if "z" in picks.columns else 2

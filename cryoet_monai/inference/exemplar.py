@@ -39,7 +39,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 from scipy import ndimage
 
-from cryoet_monai.data.picks import coord_columns, item_column, make_picks, read_picks
+from cryoet_monai.data.picks import coord_columns, item_column, make_picks, read_picks, within_border
 from cryoet_monai.inference.peaks import find_peaks
 from cryoet_monai.inference.sliding_window import Autocast
 from cryoet_monai.transforms.rescale import to_original, to_rescaled
@@ -312,15 +312,20 @@ class SimilarityToPicks(Transform):
         threshold: ``otsu``, ``valley`` or a fixed similarity (see :func:`density_threshold`).
         nms_radius_scale: picks are at least ``nms_radius_scale × radius`` apart.
         voxel_size: multiplies 3D positions (Å in the picks table); 2D picks stay in pixels.
+        border: candidates closer than this to an image edge (pixels / voxels of the original image) are
+            dropped before thresholding; half the extraction box keeps only particles that can be boxed.
     """
 
-    def __init__(self, class_name: str, radius: float, stride: int, threshold: str | float = "otsu", nms_radius_scale: float = 1.0, voxel_size: float = 1.0) -> None:
+    def __init__(
+        self, class_name: str, radius: float, stride: int, threshold: str | float = "otsu", nms_radius_scale: float = 1.0, voxel_size: float = 1.0, border: float = 0.0
+    ) -> None:
         self.class_name = str(class_name)
         self.radius = float(radius)
         self.stride = int(stride)
         self.threshold = threshold
         self.nms_radius_scale = float(nms_radius_scale)
         self.voxel_size = float(voxel_size)
+        self.border = float(border)
 
     def __call__(self, similarity: torch.Tensor, item_id: str, original_shape: Sequence[int], rescaled_shape: Sequence[int]) -> pd.DataFrame:
         """
@@ -338,12 +343,12 @@ class SimilarityToPicks(Transform):
         heatmap = sim[None, None] if ndim == 2 else sim[None]
         points, _, scores = find_peaks(heatmap, min_distance=min_distance, thresholds=-1.0, smoothing=0.0)
         points = refine_peaks(sim.numpy(), points.numpy()[:, 3 - ndim :].astype(int))
-        scores = scores.numpy()
+        centres_xy = to_original(grid_to_pixels(points, self.stride)[:, ::-1], original_shape, rescaled_shape)
+        inside = within_border(centres_xy, original_shape, self.border)
+        centres_xy, scores = centres_xy[inside], scores.numpy()[inside]
         keep = scores >= density_threshold(scores, self.threshold) if len(scores) else np.zeros(0, dtype=bool)
-        centres_xy = to_original(grid_to_pixels(points[keep], self.stride)[:, ::-1], original_shape, rescaled_shape)
-        inside = np.all((centres_xy >= -0.5) & (centres_xy <= np.asarray(original_shape)[::-1] - 0.5), axis=1)
         units = 1.0 if ndim == 2 else self.voxel_size
-        return make_picks(item_id, self.class_name, centres_xy[inside] * units, scores[keep][inside], ndim=ndim)
+        return make_picks(item_id, self.class_name, centres_xy[keep] * units, scores[keep], ndim=ndim)
 
 
 class SimilarityToPicksd(MapTransform):
@@ -357,6 +362,7 @@ class SimilarityToPicksd(MapTransform):
         threshold: see :class:`SimilarityToPicks`.
         nms_radius_scale: see :class:`SimilarityToPicks`.
         voxel_size: see :class:`SimilarityToPicks`.
+        border: see :class:`SimilarityToPicks`.
         image_key: the image key whose ``_original_shape`` / ``_rescaled_shape`` :class:`~cryoet_monai.transforms.rescale.Rescaled` recorded.
         id_key: key of the micrograph / tomogram id.
         picks_key: where the picks table is stored.
@@ -371,12 +377,13 @@ class SimilarityToPicksd(MapTransform):
         threshold: str | float = "otsu",
         nms_radius_scale: float = 1.0,
         voxel_size: float = 1.0,
+        border: float = 0.0,
         image_key: str = "image",
         id_key: str = "id",
         picks_key: str = "pred_picks",
     ) -> None:
         super().__init__(keys)
-        self.to_picks = SimilarityToPicks(class_name, radius, stride, threshold, nms_radius_scale, voxel_size)
+        self.to_picks = SimilarityToPicks(class_name, radius, stride, threshold, nms_radius_scale, voxel_size, border)
         self.image_key, self.id_key, self.picks_key = image_key, id_key, picks_key
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
