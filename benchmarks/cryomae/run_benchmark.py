@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -150,7 +151,7 @@ def run_table(name: str, manifest_path: Path, out: Path, args) -> list[dict]:
     def record(method, fn):
         start = time.time()
         picks = fn()
-        write_picks(picks, out / name / f"{method.split()[0].lower()}_picks.csv")
+        write_picks(picks, out / name / f"{re.sub(r'[^a-z0-9]+', '_', method.lower()).strip('_')}_picks.csv")
         row = {"table": name, "method": method, "picks": len(picks), "seconds": round(time.time() - start, 1), **scores(picks, manifest)}
         print(json.dumps(row), flush=True)
         rows.append(row)
