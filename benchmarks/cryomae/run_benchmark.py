@@ -65,7 +65,7 @@ def run_blobs(manifest, factor: float, dark: bool, border: float = 0.0, threshol
         picks = picker(image[0].numpy()[None], 1.0, item.id)  # (1, H, W): a one-section volume
         xy = to_original(picks[["x", "y"]].to_numpy(), shape, tuple(image.shape[1:]))
         inside = within_border(xy, shape, border)
-        tables.append(pd.DataFrame({"micrograph": item.id, "particle_type": particle.name, "x": xy[inside, 0], "y": xy[inside, 1], "score": picks["score"][inside]}))
+        tables.append(pd.DataFrame({"micrograph": item.id, "particle_type": particle.name, "x": xy[inside, 0], "y": xy[inside, 1], "score": picks["score"].to_numpy()[inside]}))
     return pd.concat(tables, ignore_index=True)
 
 
