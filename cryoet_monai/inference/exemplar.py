@@ -69,9 +69,8 @@ def select_exemplars(
     if particle_type is not None:
         table = table[table["particle_type"].astype(str) == str(particle_type)]
     if margin > 0 and image_shape is not None:
-        coords = table[coord_columns(ndim)].to_numpy(float)
-        extent = np.asarray(image_shape, dtype=float)[::-1]
-        table = table[np.all((coords >= margin) & (coords <= extent - 1 - margin), axis=1)]
+        # margin counts from the centres of the first and last pixel, within_border from the image edges
+        table = table[within_border(table[coord_columns(ndim)].to_numpy(float), image_shape, margin + 0.5)]
     if len(table) == 0:
         raise ValueError(f"{picks if not isinstance(picks, pd.DataFrame) else 'picks'}: no picks of '{item_id}'"
                          f"{'' if particle_type is None else f' (class {particle_type})'} to choose exemplars from")
