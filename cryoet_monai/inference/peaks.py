@@ -126,7 +126,6 @@ def suppress(points_zyx: np.ndarray, order: np.ndarray, min_distance: float) -> 
     return np.asarray(kept, dtype=np.int64)
 
 
-@torch.no_grad()
 def suppress_across_classes(points_zyx: np.ndarray, labels: np.ndarray, scores: np.ndarray, radii) -> np.ndarray:
     """Indices of the peaks kept when two particles cannot share a place: strongest first, each kept
     peak removes the weaker peaks of *other* classes within its own class radius (voxels, ``radii[label]``)."""
@@ -143,6 +142,7 @@ def suppress_across_classes(points_zyx: np.ndarray, labels: np.ndarray, scores: 
     return np.sort(np.asarray(kept, dtype=int))
 
 
+@torch.no_grad()
 def find_peaks(
     heatmap: torch.Tensor, min_distance, thresholds, max_peaks: int | None = None, smoothing: float = 0.5
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
