@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from cryoet_monai.cli import run_bundle
 from cryoet_monai.data.budgets import budget_manifest
@@ -34,10 +39,21 @@ from cryoet_monai.metrics import score_picks
 HERE = Path(__file__).resolve().parent
 PRESETS = {
     # 2 CPU cores: 300 iterations on smaller crops, no validation during training (thresholds are tuned after
-    # it), no window overlap at inference.
-    "cpu": {"max_epochs": 10, "epoch_length": 30, "rampup_iterations": 100, "crop_size": [32, 48, 48], "val_interval": 0, "sw_batch_size": 4, "overlap": 0.0},
+    # it), no window overlap at inference; teacher–student continues the supervised model for 150 iterations
+    # on 1 unlabeled tomogram crop pair per step, so that the whole grid fits in an hour with --workers 2.
+    "cpu": {
+        "train": {"max_epochs": 10, "epoch_length": 30, "crop_size": [32, 48, 48], "val_interval": 0},
+        "semi": {"max_epochs": 5, "rampup_iterations": 50, "unlabeled_batch_size": 1},
+        "sw_batch_size": 4,
+        "overlap": 0.0,
+    },
     # one GPU.
-    "gpu": {"max_epochs": 40, "epoch_length": 100, "rampup_iterations": 1000, "crop_size": [32, 64, 64], "val_interval": 5, "sw_batch_size": 16, "overlap": 0.25},
+    "gpu": {
+        "train": {"max_epochs": 40, "epoch_length": 100, "crop_size": [32, 64, 64], "val_interval": 5},
+        "semi": {"rampup_iterations": 1000},
+        "sw_batch_size": 16,
+        "overlap": 0.25,
+    },
 }
 METHODS = {
     "supervised": ("train", {}),
@@ -90,14 +106,36 @@ def train_tune_test(full: Path, manifest: Path, run: Path, config: str, override
     model = run / "models" / "model.pt"
     thresholds = run / "thresholds.json"
     if not model.is_file():
-        keys = ("max_epochs", "epoch_length", "crop_size", "val_interval") + (("rampup_iterations",) if config == "train_semi" else ())
-        train_keys = {k: preset[k] for k in keys}
+        train_keys = {**preset["train"], **(preset["semi"] if config == "train_semi" else {})}
         run_bundle("semietpicker", config, {"manifest": str(manifest), "output_dir": str(run), "seed": seed, **train_keys, **overrides})
     common = {"manifest": str(full), "model_path": str(model), "thresholds_path": str(thresholds), "sw_batch_size": preset["sw_batch_size"], "overlap": preset["overlap"]}
     if not thresholds.is_file():
         run_bundle("semietpicker", "evaluate", {**common, "split": "validation", "output_dir": str(run / "validation")})
     if not (run / "test" / "picks.csv").is_file():
         run_bundle("semietpicker", "inference", {**common, "split": "test", "output_dir": str(run / "test")})
+
+
+def run_chain(budget: str, seed: int, full: Path, out: Path, methods: list[str], ablation_budget: str, preset_name: str, collect_only: bool, start: float) -> list[dict]:
+    """Every method at one budget and seed, supervised first (teacher–student starts from it); the scored rows."""
+    budget_manifest_path = budget_path(full, out, budget, seed)
+    preset = PRESETS[preset_name]
+    records = []
+    for method in methods:
+        if method in ABLATIONS and budget != ablation_budget:
+            continue
+        config, overrides = METHODS[method]
+        run = run_dir(out, budget, method, seed)
+        if collect_only and not (run / "test" / "picks.csv").is_file():
+            continue
+        print(f"[{time.time() - start:7.0f} s] {budget} {method} seed {seed}", flush=True)
+        if config == "train_semi" and not (run / "models" / "model.pt").is_file():
+            supervised = run_dir(out, budget, "supervised", seed)
+            train_tune_test(full, budget_manifest_path, supervised, "train", {}, seed, preset)
+            overrides = {**overrides, **burn_in(full, supervised)}
+        train_tune_test(full, budget_manifest_path, run, config, overrides, seed, preset)
+        row = {"method": method, "budget": budget, "seed": seed, "preset": preset_name}
+        records.append(scored(run / "metrics.json", full, run / "test" / "picks.csv", row))
+    return records
 
 
 def summarise(records: list[dict], class_names: list[str], weights: dict) -> pd.DataFrame:
@@ -153,6 +191,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--results", type=Path, default=HERE / "results_cpu.md", help="Markdown table to write (a CSV beside it)")
+    parser.add_argument("--workers", type=int, default=1, help="budget/seed chains run in parallel, the cores shared among them")
     parser.add_argument("--collect-only", action="store_true", help="only tabulate the rows that have finished; run nothing")
     args = parser.parse_args(argv)
 
@@ -167,24 +206,15 @@ def main(argv=None) -> None:
         write_picks(pick_with_blobs(full, "test"), blob_dir / "picks.csv")
     records = [scored(blob_dir / "metrics.json", full, blob_dir / "picks.csv", {"method": "blob floor", "budget": "0 labels", "seed": 0})]
 
-    for budget in args.budgets:
-        for seed in args.seeds:
-            budget_manifest_path = budget_path(full, args.out, budget, seed)
-            for method in args.methods:
-                if method in ABLATIONS and budget != args.budgets[0]:
-                    continue
-                config, overrides = METHODS[method]
-                run = run_dir(args.out, budget, method, seed)
-                if args.collect_only and not (run / "test" / "picks.csv").is_file():
-                    continue
-                print(f"[{time.time() - start:7.0f} s] {budget} {method} seed {seed}", flush=True)
-                if config == "train_semi" and not (run / "models" / "model.pt").is_file():
-                    supervised = run_dir(args.out, budget, "supervised", seed)
-                    train_tune_test(full, budget_manifest_path, supervised, "train", {}, seed, preset)
-                    overrides = {**overrides, **burn_in(full, supervised)}
-                train_tune_test(full, budget_manifest_path, run, config, overrides, seed, preset)
-                row = {"method": method, "budget": budget, "seed": seed, "preset": args.preset}
-                records.append(scored(run / "metrics.json", full, run / "test" / "picks.csv", row))
+    chains = [(budget, seed) for budget in args.budgets for seed in args.seeds]
+    work = partial(run_chain, full=full, out=args.out, methods=args.methods, ablation_budget=args.budgets[0], preset_name=args.preset, collect_only=args.collect_only, start=start)
+    if args.workers > 1 and not args.collect_only:
+        threads = max(1, (os.cpu_count() or 1) // args.workers)
+        with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+            results = list(pool.map(work, *zip(*chains)))
+    else:
+        results = [work(budget, seed) for budget, seed in chains]
+    records += [record for chain in results for record in chain]
 
     names = manifest.class_names
     weights = {c.name: c.weight for c in manifest.classes}
