@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from cryoet_monai.data.picks import make_picks, write_picks
 from cryoet_monai.data.readers import write_mrc
@@ -50,3 +51,28 @@ def make_manifest(tmp_path):
         return path
 
     return build
+
+
+@pytest.fixture
+def assert_cache_untouched():
+    """``assert_cache_untouched(parser, ["train", ...])``: draws every batch of ``<name>#dataloader`` a few times,
+    writes into each batch in place, and checks that the tensors cached by ``<name>#dataset`` did not change.
+
+    Training datasets cache whole tomograms without copying them per draw (``copy_cache: false``), so neither
+    a transform nor a consumer of the batches may write into them.
+    """
+
+    def check(parser, names, rounds=4):
+        for name in names:
+            dataset = parser.get_parsed_content(f"{name}#dataset")
+            before = [{k: v.clone() for k, v in item.items() if isinstance(v, torch.Tensor)} for item in dataset._cache]
+            for _ in range(rounds):
+                for batch in parser.get_parsed_content(f"{name}#dataloader"):
+                    for value in batch.values():
+                        if isinstance(value, torch.Tensor):
+                            value.mul_(-1.0).add_(7.0)
+            for cached, snapshot in zip(dataset._cache, before):
+                for key, value in snapshot.items():
+                    assert torch.equal(cached[key], value), f"{name}: cached '{key}' changed"
+
+    return check

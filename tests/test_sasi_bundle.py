@@ -113,6 +113,15 @@ def test_ablation_switches_remove_their_parts(tmp_path):
     assert not any(isinstance(t, RandVolumeInfilld) for t in augmentation)
 
 
+def test_training_batches_leave_the_cached_tomograms_untouched(tmp_path, assert_cache_untouched):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.yaml"))
+    parser.update({"manifest": str(_manifest(tmp_path)), "output_dir": str(tmp_path / "out"), **_args(TINY), "infill#target_fraction": 0.3})
+    assert_cache_untouched(parser, ["train", "consistency"])
+
+
 def test_shipped_weights_fit_the_default_network():
     import torch
     import yaml

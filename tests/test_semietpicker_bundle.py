@@ -146,19 +146,8 @@ def test_teacher_student_run_from_supervised_weights(planted, tmp_path):
 
 
 @pytest.mark.parametrize("config, loaders", [("train.yaml", ["train"]), ("train_semi.yaml", ["train", "unlabeled"])])
-def test_training_batches_leave_the_cached_tomograms_untouched(planted, config, loaders):
-    """The training datasets cache whole tomograms without copying them per draw: neither the transforms nor
-    a consumer writing into a batch may change them."""
+def test_training_batches_leave_the_cached_tomograms_untouched(planted, config, loaders, assert_cache_untouched):
     parser = ConfigParser()
     parser.read_config(CONFIGS / config)
     parser.update({"manifest": str(planted), "crop_size": [8, 16, 16]})
-    for name in loaders:
-        dataset = parser.get_parsed_content(f"{name}#dataset")
-        before = [{k: v.clone() for k, v in item.items() if isinstance(v, torch.Tensor)} for item in dataset._cache]
-        for _ in range(4):
-            for batch in parser.get_parsed_content(f"{name}#dataloader"):
-                for value in batch.values():
-                    value.mul_(-1.0).add_(7.0)
-        for cached, snapshot in zip(dataset._cache, before):
-            for key, value in snapshot.items():
-                assert torch.equal(cached[key], value), f"{name}: cached '{key}' changed"
+    assert_cache_untouched(parser, loaders)
