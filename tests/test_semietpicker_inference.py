@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -11,7 +12,7 @@ from cryoet_monai.data.picks import make_picks, write_picks
 from cryoet_monai.data.readers import write_mrc
 from cryoet_monai.inference.postprocess import HeatmapToPicks
 from cryoet_monai.inference.sliding_window import ViewAveragingInferer, heatmap_inferer
-from cryoet_monai.inference.thresholds import apply_thresholds, load_thresholds, save_thresholds, tune_thresholds
+from cryoet_monai.inference.thresholds import apply_thresholds, load_thresholds, precision_thresholds, save_thresholds, tune_thresholds
 from cryoet_monai.transforms.heatmap import render_heatmap
 
 
@@ -74,3 +75,19 @@ def test_tune_thresholds_separates_true_from_false_picks(tmp_path):
     assert len(apply_thresholds(picks, thresholds)) == 2
     path = save_thresholds(thresholds, tmp_path / "thresholds.json")
     assert load_thresholds(path, ["a", "c"], default=0.4) == [pytest.approx(thresholds["a"]), 0.4]
+
+
+def test_precision_thresholds_take_the_lowest_cut_that_keeps_half_the_picks_right(tmp_path):
+    write_mrc(tmp_path / "t.mrc", np.zeros((10, 30, 30), np.float32), 10.0)
+    truth = np.array([[50.0, 50.0, 50.0], [200.0, 200.0, 50.0], [120.0, 220.0, 50.0]])
+    write_picks(make_picks("t", "a", truth), tmp_path / "t.csv")
+    manifest = {"name": "m", "ndim": 3, "voxel_size": 10.0, "classes": [{"name": "a", "radius": 40.0}, {"name": "b", "radius": 40.0}],
+                "validation": [{"id": "t", "image": "t.mrc", "picks": "t.csv"}]}
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    false = np.array([[120.0, 120.0, 50.0], [250.0, 60.0, 50.0], [60.0, 250.0, 50.0], [280.0, 280.0, 50.0]])
+    # by score: hit 0.9, false 0.8, hit 0.6, false 0.5, 0.4, 0.35, hit 0.2 -> precision 1, 1/2, 2/3, 2/4, 2/5, 2/6, 3/7
+    a = make_picks("t", "a", np.vstack([truth[:2], false, truth[2:]]), score=[0.9, 0.6, 0.8, 0.5, 0.4, 0.35, 0.2])
+    b = make_picks("t", "b", false[:3], score=[0.9, 0.7, 0.5])  # class b has no truth: never precise
+    chosen = precision_thresholds(pd.concat([a, b]), load_manifest(tmp_path / "m.json"), candidates=[0.1, 0.3, 0.45, 0.55, 0.7, 0.85])
+    assert chosen == {"a": 0.45, "b": None}  # 0.45 keeps 4 picks, 2 hits; 0.3 keeps 6 with 2 hits; 0.1 all 7 with 3
+    assert precision_thresholds(a, load_manifest(tmp_path / "m.json"), min_precision=0.6, candidates=[0.1, 0.3, 0.45, 0.55])["a"] == 0.55

@@ -75,6 +75,17 @@ def test_uncertain_voxels_are_left_out_of_the_pseudo_label_loss():
             MultiViewPseudoLabeler([37.5, 37.5], 25.0, negative_threshold=bad)
 
 
+def test_a_class_with_threshold_one_gets_no_pseudo_particles():
+    shape = (12, 20, 20)
+    blob = _blob(shape, (6.0, 10.0, 10.0))
+
+    def teacher(x):
+        return torch.logit(blob.clamp(1e-4, 1 - 1e-4)).expand(-1, 2, -1, -1, -1)  # both classes see the particle
+
+    pseudo, _ = MultiViewPseudoLabeler([37.5, 37.5], 25.0, thresholds=[0.5, 1.0], views=[0])(teacher, torch.zeros(1, 1, *shape))
+    assert pseudo[0, 0].max() == pytest.approx(1.0) and pseudo[0, 1].max() == 0
+
+
 def _loader(n, unlabeled=False):
     gen = torch.Generator().manual_seed(n)
     items = []
@@ -88,13 +99,13 @@ def _loader(n, unlabeled=False):
     return items
 
 
-def _trainer(max_epochs, handlers=()):
+def _trainer(max_epochs, handlers=(), epoch_length=2, ema_warmup=True):
     torch.manual_seed(0)
     network = HeatmapNet(2, filters=(4, 4, 8))
     return MeanTeacherTrainer(
         device="cpu",
         max_epochs=max_epochs,
-        epoch_length=2,
+        epoch_length=epoch_length,
         train_data_loader=_loader(2),
         network=network,
         optimizer=torch.optim.Adam(network.parameters(), 1e-2),
@@ -102,6 +113,7 @@ def _trainer(max_epochs, handlers=()):
         unlabeled_data_loader=_loader(3, unlabeled=True),
         pseudo_labeler=MultiViewPseudoLabeler([30.0, 30.0], 25.0, thresholds=0.3, views=[0, 1]),
         ema_decay=0.9,
+        ema_warmup=ema_warmup,
         rampup_iterations=2,
         strong_transform=WedgeDropBlock(prob=1.0, block_size=2, num_blocks=2),
         train_handlers=list(handlers),
@@ -120,6 +132,16 @@ def test_trainer_runs_and_teacher_follows_student():
     assert any(not torch.equal(t, i) for t, i in zip(teacher, initial))
     assert any(not torch.equal(t, s) for t, s in zip(teacher, student))
     assert all(not p.requires_grad for p in teacher)
+
+
+@pytest.mark.parametrize("ema_warmup, decay", [(True, 0.5), (False, 0.9)])
+def test_teacher_decay_at_the_first_step_with_and_without_warmup(ema_warmup, decay):
+    """Warm-up: the first step averages half and half; without it (burn-in) the teacher keeps 90 % of itself."""
+    trainer = _trainer(max_epochs=1, epoch_length=1, ema_warmup=ema_warmup)
+    initial = [p.clone() for p in trainer.teacher.parameters()]
+    trainer.run()
+    for t, i, s in zip(trainer.teacher.parameters(), initial, trainer.network.parameters()):
+        assert torch.allclose(t, decay * i + (1 - decay) * s, atol=1e-6)
 
 
 def test_resume_continues_iterations_and_restores_teacher(tmp_path):

@@ -5,9 +5,11 @@ manifest is drawn (`budget_manifest`), a model is trained with `train.yaml` (sup
 `train_semi.yaml` (teacher–student, plus DropBlock / multi-view ablations at the smallest budget),
 per-class thresholds are tuned on the validation split (`evaluate.yaml`), and the test split is picked
 (`inference.yaml`) and scored with the CZII metric. Teacher–student follows the usual burn-in recipe:
-it starts from the supervised model of the same budget and seed, and its pseudo-label thresholds are
-that model's F1-best thresholds on the validation split (half of them bound the trusted background). The zero-label blob floor is scored once. Every
-finished step leaves its output, so an interrupted run resumes.
+it starts from the supervised model of the same budget and seed (whose weights the teacher keeps: no EMA
+warm-up with `pretrained`), and a class's pseudo-label threshold is the lowest at which that model's validation picks
+are at least half right (classes it never gets right get no pseudo-particles), its trusted background below
+half that model's F1-best threshold (see `burn_in`). The zero-label
+blob floor is scored once. Every finished step leaves its output, so an interrupted run resumes.
 
     cryoet-monai synth --out DATA --preset czii-bin2 --seed 0 --templates TEMPLATES --layout LAYOUT
     python benchmarks/label_efficiency/run.py --data DATA --out RUNS --preset cpu
@@ -33,7 +35,7 @@ from cryoet_monai.data.budgets import budget_manifest
 from cryoet_monai.data.manifest import load_manifest
 from cryoet_monai.data.picks import read_picks, write_picks
 from cryoet_monai.inference.blobs import pick_with_blobs
-from cryoet_monai.inference.thresholds import tune_thresholds
+from cryoet_monai.inference.thresholds import precision_thresholds, tune_thresholds
 from cryoet_monai.metrics import score_picks
 
 HERE = Path(__file__).resolve().parent
@@ -81,15 +83,21 @@ def run_dir(out: Path, budget: str, method: str, seed: int) -> Path:
     return out / "runs" / budget.replace("%", "pct") / method.replace(" ", "_").replace(",", "") / f"seed{seed}"
 
 
-def burn_in(full: Path, supervised: Path) -> dict:
-    """Overrides that start teacher–student from a finished supervised run (its model and validation picks)."""
+def burn_in(full: Path, supervised: Path, min_precision: float = 0.5) -> dict:
+    """Overrides that start teacher–student from a finished supervised run (its model and validation picks).
+
+    A class's pseudo-label threshold is the lowest at which the supervised model's validation picks of that
+    class are at least ``min_precision`` right; a class that never gets there (not learned) gets no
+    pseudo-particles (threshold 1). The trusted background of a class lies below half its F1-best threshold.
+    """
     manifest = load_manifest(full)
-    best, _ = tune_thresholds(read_picks(supervised / "validation" / "picks.csv", ndim=3), manifest, "validation", beta=1.0)
-    pseudo = [best[name] for name in manifest.class_names]
+    picks = read_picks(supervised / "validation" / "picks.csv", ndim=3)
+    precise = precision_thresholds(picks, manifest, "validation", min_precision)
+    best, _ = tune_thresholds(picks, manifest, "validation", beta=1.0)
     return {
         "pretrained": str(supervised / "models" / "model.pt"),
-        "pseudo_threshold": pseudo,
-        "pseudo_negative_threshold": [t / 2 for t in pseudo],
+        "pseudo_threshold": [1.0 if precise[name] is None else precise[name] for name in manifest.class_names],
+        "pseudo_negative_threshold": [best[name] / 2 for name in manifest.class_names],
     }
 
 

@@ -71,8 +71,10 @@ class MeanTeacherTrainer(SupervisedTrainer):
             weighting the pseudo-label loss per class and voxel (see ``MultiViewPseudoLabeler``).
         unsupervised_loss: ``loss(pred, target, mask)``; defaults to a masked heatmap focal loss.
         teacher: the teacher network; a copy of ``network`` when None.
-        ema_decay: EMA decay of the teacher (the effective decay is ``min(ema_decay, 1 − 1/(iteration + 1))``,
-            so the teacher follows the student closely at the start).
+        ema_decay: EMA decay of the teacher.
+        ema_warmup: use ``min(ema_decay, 1 − 1/(iteration + 1))`` as the decay, so that a teacher that starts
+            untrained follows the student closely at first; turn off when both start from trained weights
+            (burn-in), so that the teacher keeps them instead of following the student's first noisy steps.
         unsupervised_weight: weight of the pseudo-label loss after the ramp-up.
         rampup_iterations: iterations of the sigmoid ramp-up of that weight.
         strong_transform: applied to each student image after its view (e.g. ``WedgeDropBlock``); None for none.
@@ -95,6 +97,7 @@ class MeanTeacherTrainer(SupervisedTrainer):
         unsupervised_loss: Callable | None = None,
         teacher: torch.nn.Module | None = None,
         ema_decay: float = 0.99,
+        ema_warmup: bool = True,
         unsupervised_weight: float = 1.0,
         rampup_iterations: int = 1000,
         strong_transform: Callable | None = None,
@@ -122,6 +125,7 @@ class MeanTeacherTrainer(SupervisedTrainer):
         self.pseudo_labeler = pseudo_labeler
         self.unsupervised_loss = unsupervised_loss
         self.ema_decay = ema_decay
+        self.ema_warmup = ema_warmup
         self.unsupervised_weight = unsupervised_weight
         self.rampup_iterations = rampup_iterations
         self.strong_transform = strong_transform
@@ -179,7 +183,7 @@ class MeanTeacherTrainer(SupervisedTrainer):
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         engine.optimizer.step()
 
-        decay = min(engine.ema_decay, 1.0 - 1.0 / (engine.state.iteration + 1))
+        decay = min(engine.ema_decay, 1.0 - 1.0 / (engine.state.iteration + 1)) if engine.ema_warmup else engine.ema_decay
         ema_update(engine.teacher, engine.network, decay)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

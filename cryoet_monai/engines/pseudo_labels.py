@@ -76,7 +76,8 @@ class MultiViewPseudoLabeler:
         radii_angstrom: particle radius of each class in Å.
         voxel_size: Å per voxel of the crops.
         sigma_scale: Gaussian σ = ``sigma_scale × radius`` (as for the annotated heatmaps).
-        thresholds: minimum fused probability of a pseudo-particle, one or one per class.
+        thresholds: minimum fused probability of a pseudo-particle, one or one per class; 1 (or more) gives a
+            class no pseudo-particles, e.g. one the teacher has not learned.
         views: view indices the teacher predicts on.
         nms_radius_scale: pseudo-particles of a class are at least ``nms_radius_scale × radius`` apart.
         negative_threshold: a voxel counts as background of a class only where the fused probability is
@@ -98,7 +99,8 @@ class MultiViewPseudoLabeler:
         thresholds = per_class(thresholds, num_classes, "thresholds")
         self.num_classes = num_classes
         self.sigmas = class_sigmas(radii_angstrom, voxel_size, sigma_scale)
-        self.logit_thresholds = torch.logit(torch.tensor(thresholds, dtype=torch.float64)).tolist()
+        self.silent = [int(c) for c in np.flatnonzero(thresholds >= 1.0)]
+        self.logit_thresholds = torch.logit(torch.tensor(np.minimum(thresholds, 0.5), dtype=torch.float64)).tolist()
         self.min_distance = [nms_radius_scale * r / voxel_size for r in radii_angstrom]
         self.views = [int(k) for k in views]
         self.negative_threshold = None
@@ -126,6 +128,8 @@ class MultiViewPseudoLabeler:
         heatmaps = []
         for logits in fused:
             points, labels, _ = find_peaks(logits, self.min_distance, self.logit_thresholds)
+            keep = ~torch.isin(labels, torch.as_tensor(self.silent, dtype=labels.dtype, device=labels.device))
+            points, labels = points[keep], labels[keep]
             heatmaps.append(render_heatmap(points, labels, self.sigmas, logits.shape[1:], self.num_classes))
         heatmaps = torch.stack(heatmaps).to(device=images.device, dtype=images.dtype)
         if self.negative_threshold is None:

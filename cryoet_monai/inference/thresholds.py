@@ -73,6 +73,31 @@ def tune_thresholds(
     return thresholds, score_picks(apply_thresholds(picks, thresholds), manifest, split, beta=beta)
 
 
+def precision_thresholds(
+    picks: pd.DataFrame, manifest, split: str = "validation", min_precision: float = 0.5, candidates: Sequence[float] = DEFAULT_CANDIDATES
+) -> dict[str, float | None]:
+    """Per class, the lowest threshold whose picks on ``split`` reach ``min_precision`` with at least one hit.
+
+    Pseudo-labels need precision more than recall: a class that never reaches it (the model has not learned it)
+    gets None, meaning "no pseudo-particles of this class".
+
+    Args:
+        picks: picks with scores, extracted at a threshold no higher than the lowest candidate.
+        manifest: a loaded manifest or its path.
+        split: the split whose truth scores the picks.
+        min_precision: the share of picks that must be hits.
+        candidates: thresholds tried for every class.
+    """
+    manifest = load_manifest(manifest) if isinstance(manifest, (str, Path)) else manifest
+    chosen: dict[str, float | None] = {name: None for name in manifest.class_names}
+    for t in sorted(candidates, reverse=True):
+        result = score_picks(picks[picks["score"] >= t], manifest, split)
+        for name, stats in result["classes"].items():
+            if stats["tp"] > 0 and stats["precision"] >= min_precision:
+                chosen[name] = float(t)
+    return chosen
+
+
 class ThresholdTuner:
     """At the end of a validation run, tunes per-class thresholds on the collected picks and saves them.
 
