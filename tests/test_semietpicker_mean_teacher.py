@@ -84,6 +84,13 @@ def test_a_class_with_threshold_one_gets_no_pseudo_particles():
 
     pseudo, _ = MultiViewPseudoLabeler([37.5, 37.5], 25.0, thresholds=[0.5, 1.0], views=[0])(teacher, torch.zeros(1, 1, *shape))
     assert pseudo[0, 0].max() == pytest.approx(1.0) and pseudo[0, 1].max() == 0
+    faint = 0.6 * blob  # peak probability 0.6: a pseudo-particle at threshold 0.55, not at 0.75
+
+    def faint_teacher(x):
+        return torch.logit(faint.clamp(1e-4, 1 - 1e-4)).expand(-1, 2, -1, -1, -1)
+
+    pseudo, _ = MultiViewPseudoLabeler([37.5, 37.5], 25.0, thresholds=[0.55, 0.75], views=[0])(faint_teacher, torch.zeros(1, 1, *shape))
+    assert pseudo[0, 0].max() == pytest.approx(1.0) and pseudo[0, 1].max() == 0
 
 
 def _loader(n, unlabeled=False):
