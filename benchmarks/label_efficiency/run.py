@@ -6,10 +6,10 @@ manifest is drawn (`budget_manifest`), a model is trained with `train.yaml` (sup
 per-class thresholds are tuned on the validation split (`evaluate.yaml`), and the test split is picked
 (`inference.yaml`) and scored with the CZII metric. Teacher–student follows the usual burn-in recipe:
 it starts from the supervised model of the same budget and seed (whose weights the teacher keeps: no EMA
-warm-up with `pretrained`), and a class's pseudo-label threshold is the lowest at which that model's validation picks
-are at least half right (classes it never gets right get no pseudo-particles), its trusted background below
-half that model's F1-best threshold (see `burn_in`). The zero-label
-blob floor is scored once. Every finished step leaves its output, so an interrupted run resumes.
+warm-up with `pretrained`); a class's pseudo-label threshold is the lowest at which that model's validation
+picks are at least half right (a class never that precise gets no pseudo-particles), and its trusted
+background lies below half that model's F1-best threshold (see `burn_in`). The zero-label blob floor is
+scored once. Every finished step leaves its output, so an interrupted run resumes.
 
     cryoet-monai synth --out DATA --preset czii-bin2 --seed 0 --templates TEMPLATES --layout LAYOUT
     python benchmarks/label_efficiency/run.py --data DATA --out RUNS --preset cpu
