@@ -99,8 +99,9 @@ class MultiViewPseudoLabeler:
         thresholds = per_class(thresholds, num_classes, "thresholds")
         self.num_classes = num_classes
         self.sigmas = class_sigmas(radii_angstrom, voxel_size, sigma_scale)
-        self.silent = [int(c) for c in np.flatnonzero(thresholds >= 1.0)]
-        finite = np.where(thresholds >= 1.0, 0.5, thresholds)  # any finite value for the silent classes
+        silent = thresholds >= 1.0
+        self.silent = [int(c) for c in np.flatnonzero(silent)]
+        finite = np.where(silent, 0.5, thresholds)  # any finite value for the silent classes
         self.logit_thresholds = torch.logit(torch.tensor(finite, dtype=torch.float64)).tolist()
         self.min_distance = [nms_radius_scale * r / voxel_size for r in radii_angstrom]
         self.views = [int(k) for k in views]
