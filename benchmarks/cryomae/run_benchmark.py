@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy.ndimage import distance_transform_edt
 from monai.bundle import run as bundle_run
 from monai.networks.nets import BasicUNet
 
@@ -78,11 +79,13 @@ def disc_target(shape, centres_xy: np.ndarray, radius: float) -> torch.Tensor:
 
 
 def run_unet(manifest, exemplars: pd.DataFrame, factor: float, iterations: int, border: float = 0.0, crop: int = 64, seed: int = 0) -> pd.DataFrame:
-    """Supervised 2D U-Net on the exemplars only: disc targets, loss restricted to boxes around the exemplars.
+    """Supervised 2D U-Net on the given particles only (the exemplars, or a whole annotation): disc targets, loss
+    restricted to boxes around those particles.
 
     Each box spans ±1.5 radii around an exemplar (what an annotator labelled completely); crops are drawn
     around the exemplars, the loss (BCE + soft Dice) counts only pixels inside the boxes. Picks: peaks of the
-    probability map at least one radius apart with probability ≥ 0.5, at least ``border`` original pixels from an edge.
+    distance to the background of the map "probability ≥ 0.5" (a disc's centre is its deepest point, and touching discs
+    keep separate maxima) at least one radius apart, at least ``border`` original pixels from an edge.
     """
     torch.manual_seed(seed)
     particle = manifest.classes[0]
@@ -123,8 +126,10 @@ def run_unet(manifest, exemplars: pd.DataFrame, factor: float, iterations: int, 
         with torch.no_grad():
             h, w = image.shape[1:]
             ph, pw = (-h) % 16, (-w) % 16
-            prob = torch.sigmoid(net(torch.nn.functional.pad(image[None], (0, pw, 0, ph))))[0, 0, :h, :w]
-        points, _, scores = find_peaks(prob[None, None], min_distance=radius, thresholds=0.5)
+            prob = torch.sigmoid(net(torch.nn.functional.pad(image[None], (0, pw, 0, ph))))[0, :, :h, :w]
+        depth = torch.as_tensor(distance_transform_edt(prob.numpy() >= 0.5), dtype=torch.float32)
+        points, _, _ = find_peaks(depth[None], min_distance=radius, thresholds=1.0)
+        scores = prob[0][points[:, 1].long(), points[:, 2].long()]
         xy = to_original(points.numpy()[:, [2, 1]], shape, (h, w))
         inside = within_border(xy, shape, border)
         tables.append(pd.DataFrame({"micrograph": item.id, "particle_type": particle.name, "x": xy[inside, 0], "y": xy[inside, 1], "score": scores.numpy()[inside]}))
@@ -164,6 +169,10 @@ def run_table(name: str, manifest_path: Path, out: Path, args) -> list[dict]:
     for dark in (False, True):
         record(f"blob floor ({'dark' if dark else 'bright'} particles)", lambda dark=dark: run_blobs(manifest, factor, dark, border))
     record("2D U-Net on the exemplars", lambda: run_unet(manifest, exemplars, factor, args.unet_iterations, border))
+    if args.unet_full:
+        annotation = read_picks(train.picks)
+        annotation = annotation[annotation["micrograph"].astype(str) == str(train.id)]
+        record(f"2D U-Net on the whole training annotation ({len(annotation)} particles)", lambda: run_unet(manifest, annotation, factor, args.unet_full_iterations, border))
     return rows
 
 
@@ -175,7 +184,8 @@ def markdown(rows: list[dict], args) -> str:
         "",
         f"{args.shots} exemplars (seed {args.seed}) from the training micrograph; particle radius down-sampled to "
         f"{args.target_radius} px; CryoMAE pre-training {args.iterations} iterations, similarity stride {args.stride} px; "
-        f"U-Net {args.unet_iterations} iterations. Real micrographs: picks closer than {args.border} px to an edge dropped "
+        f"U-Net {args.unet_iterations} iterations"
+        f"{f' ({args.unet_full_iterations} on the whole training annotation)' if args.unet_full else ''}. Real micrographs: picks closer than {args.border} px to an edge dropped "
         "(every method; half a 256-px extraction box). CPU only.",
         "",
         "| table | method | picks | P@0.5r | R@0.5r | F1@0.5r | P@1r | R@1r | F1@1r | seconds |",
@@ -209,6 +219,11 @@ def main(argv=None):
         "the EMPIAR-10017 annotation of the training micrograph has no particle within 131 px of an edge)",
     )
     parser.add_argument("--ablation", action="store_true", help="also run CryoMAE without the self-cross loss (λ = 0)")
+    parser.add_argument(
+        "--unet-full", action="store_true",
+        help="also train the U-Net on every annotated particle of the training micrograph: what the annotation allows with full labels",
+    )
+    parser.add_argument("--unet-full-iterations", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
     args.command_line = " ".join(sys.argv[1:] if argv is None else argv)
