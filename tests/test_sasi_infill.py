@@ -53,6 +53,24 @@ def test_pasted_labels_match_pasted_particles_and_never_overlap(seed):
     assert torch.all(out["loss_mask"][expected > 0] == 1)
 
 
+def test_pasted_density_reaches_the_particle_radius_beyond_a_smaller_label_ball():
+    # a capsid-like particle: label ball of radius 3 (radius_scale 0.6), density out to 5 voxels
+    size = 2 * int(np.ceil(1.5 * 5.0)) + 1
+    bank = [BankedParticle(torch.ones(1, size, size, size), 0, 3.0, extent=5.0)]
+    crop = _crop()
+    infill = RandVolumeInfilld(bank=bank, target_fraction=1.0, max_particles=3, max_tries=300, random_view=False)
+    infill.set_random_state(0)
+    out = infill(crop)
+    assert infill.pasted
+    existing = torch.tensor([16.0, 16.0, 16.0])
+    for _, centre in infill.pasted:
+        z, y, x = centre
+        assert out["image"][0, z, y, x + 4] == pytest.approx(1.0)  # inside the density: the particle, unblended
+        assert out["label"][0, z, y, x + 4] == 0 and out["label"][0, z, y, x + 2] == 1  # only the ball is labelled
+        # no other particle within (1 + gap) · extent + 1 of the centre, measured to the existing ball's surface
+        assert float(torch.linalg.norm(torch.tensor(centre, dtype=torch.float32) - existing)) - 4.0 > 1.2 * 5.0
+
+
 def test_density_target_and_particle_cap():
     bank = _bank()
     dense = RandVolumeInfilld(bank=bank, target_fraction=0.02, max_particles=100, max_tries=500)

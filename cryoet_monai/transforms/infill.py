@@ -2,8 +2,10 @@
 
 Few-shot crops hold few particles. Infill pastes annotated particles — a cube of the tomogram around
 each, under a random wedge-preserving view — into free space of a crop, with their ball labels, until
-the crop reaches a target foreground fraction. A pasted particle never overlaps a labelled particle
-(existing or already pasted); its edge is blended with a soft spherical alpha so the seam is no cue.
+the crop reaches a target foreground fraction. The pasted density reaches the particle's full radius
+even when the label ball is smaller (``radius_scale`` < 1), so a capsid keeps its shell. A pasted
+particle never comes near a labelled one (existing or already pasted); its edge is blended with a soft
+spherical alpha so the seam is no cue.
 The bank of particles is built once from the labeled training items by :func:`build_particle_bank`.
 
 :class:`RandAugMixd` is the AugMix-style variant: the crop is replaced by a random convex mix of
@@ -36,11 +38,17 @@ class BankedParticle:
         image: ``(1, S, S, S)`` cube centred on the particle (the image's intensities after preprocessing).
         label: class index.
         radius: ball radius in voxels (the label radius).
+        extent: radius of the particle's density in voxels, what is pasted; None: the ball radius.
     """
 
     image: torch.Tensor
     label: int
     radius: float
+    extent: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.extent is None:
+            self.extent = self.radius
 
 
 def build_particle_bank(
@@ -63,7 +71,7 @@ def build_particle_bank(
         class_names: class names in label order.
         radii_angstrom: particle radius of each class in Å.
         radius_scale: ball radius as a fraction of the particle radius (as in the sphere masks).
-        margin: half-size of the cube as a multiple of the ball radius (room for the blend).
+        margin: half-size of the cube as a multiple of the particle radius (room for the blend).
     """
     load_picks = LoadPicksd(keys="picks", classes=class_names)
     bank = []
@@ -75,14 +83,14 @@ def build_particle_bank(
         voxel_size = data_voxel_size(d)
         keep = inside_boxes(d["points"][:, ::-1] * voxel_size, d.get("annotated"))
         for point, label in zip(d["points"][keep], d["labels"][keep]):
-            radius = radius_scale * float(radii_angstrom[label]) / voxel_size
-            half = math.ceil(margin * radius)
+            extent = float(radii_angstrom[label]) / voxel_size
+            half = math.ceil(margin * extent)
             centre = np.rint(point).astype(int)
             lo, hi = centre - half, centre + half + 1
             if np.any(lo < 0) or np.any(hi > np.asarray(image.shape[-3:])):
                 continue
             cube = image[:, lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].clone()
-            bank.append(BankedParticle(cube, int(label), radius))
+            bank.append(BankedParticle(cube, int(label), radius_scale * extent, extent))
     if not bank:
         raise ValueError("no annotated particle lies far enough inside its tomogram to be banked for infill")
     return bank
@@ -97,10 +105,11 @@ class RandVolumeInfilld(RandomizableTransform, MapTransform):
     """Paste banked particles into free space of a crop until it reaches a target particle density.
 
     A candidate centre is drawn uniformly where the particle's cube fits in the crop; it is taken
-    when no labelled voxel (existing or pasted) lies within ``(1 + gap)`` ball radii + 1 voxel of it, and —
-    unless ``allow_unannotated`` — when the ball lies where the loss mask is 1. The pasted image is
-    ``alpha · particle + (1 - alpha) · crop`` with alpha 1 inside the ball, falling as a half cosine
-    to 0 over ``feather`` ball radii; the ball's voxels get the particle's class and a loss mask of 1.
+    when no labelled voxel (existing or pasted) lies within ``(1 + gap)`` particle radii (``extent``) + 1 voxel
+    of it, and — unless ``allow_unannotated`` — when the ball lies where the loss mask is 1. The pasted image
+    is ``alpha · particle + (1 - alpha) · crop`` with alpha 1 out to the particle radius, falling as a half
+    cosine to 0 over ``feather`` particle radii; the label ball's voxels get the particle's class and a loss
+    mask of 1.
 
     Args:
         keys: the image, label map and loss mask keys, in that order.
@@ -109,8 +118,8 @@ class RandVolumeInfilld(RandomizableTransform, MapTransform):
         target_fraction: stop once this fraction of the crop's voxels is labelled foreground.
         max_particles: paste at most this many particles per crop.
         max_tries: candidate centres tried per crop.
-        gap: extra free distance around a ball, as a fraction of its radius.
-        feather: width of the blend outside the ball, as a fraction of its radius.
+        gap: extra free distance around a particle, as a fraction of its radius.
+        feather: width of the blend outside the particle, as a fraction of its radius.
         random_view: paste each particle under a random wedge-preserving view.
         allow_unannotated: also paste where the loss mask is 0 (the pasted ball becomes annotated).
     """
@@ -141,12 +150,13 @@ class RandVolumeInfilld(RandomizableTransform, MapTransform):
         self.pasted: list[tuple[int, tuple[int, int, int]]] = []  # (class, centre) of the last call
 
     def _alpha_and_ball(self, particle: BankedParticle) -> tuple[torch.Tensor, torch.Tensor]:
-        distance = _distance_from_centre(particle.image.shape[-1]) / particle.radius
-        ramp = ((distance - 1.0) / max(self.feather, 1e-6)).clamp(0.0, 1.0)
-        return 0.5 * (1.0 + torch.cos(math.pi * ramp)), distance <= 1.0
+        distance = _distance_from_centre(particle.image.shape[-1])
+        ramp = ((distance / particle.extent - 1.0) / max(self.feather, 1e-6)).clamp(0.0, 1.0)
+        return 0.5 * (1.0 + torch.cos(math.pi * ramp)), distance <= particle.radius
 
-    def _free(self, label: torch.Tensor, mask: torch.Tensor, centre: np.ndarray, radius: float) -> bool:
-        reach = (1.0 + self.gap) * radius + 1.0  # at least one free voxel between balls
+    def _free(self, label: torch.Tensor, mask: torch.Tensor, centre: np.ndarray, particle: BankedParticle) -> bool:
+        radius = particle.radius
+        reach = (1.0 + self.gap) * particle.extent + 1.0  # at least one free voxel between particles
         lo = np.maximum(np.floor(centre - reach).astype(int), 0)
         hi = np.minimum(np.ceil(centre + reach).astype(int) + 1, label.shape[-3:])
         window = tuple(slice(a, b) for a, b in zip(lo, hi))
@@ -176,7 +186,7 @@ class RandVolumeInfilld(RandomizableTransform, MapTransform):
                 continue
             lo = np.asarray([self.R.randint(0, n - size + 1) for n in shape])
             centre = lo + (size - 1) / 2
-            if not self._free(label, mask, centre, particle.radius):
+            if not self._free(label, mask, centre, particle):
                 continue
             cube = particle.image
             if self.random_view:
