@@ -1,6 +1,5 @@
 """Volume infill: pasted particles carry their labels, reach the density asked for and never overlap."""
 
-
 import numpy as np
 import pytest
 import torch
