@@ -47,6 +47,12 @@ def apply_thresholds(picks: pd.DataFrame, thresholds: dict[str, float]) -> pd.Da
     return picks[picks["score"] >= floor].reset_index(drop=True)
 
 
+def _class_stats_by_threshold(picks: pd.DataFrame, manifest, split: str, candidates: Sequence[float], beta: float = 4.0):
+    """``(threshold, per-class score stats)`` of the picks kept at each candidate threshold, in the given order."""
+    for t in candidates:
+        yield float(t), score_picks(picks[picks["score"] >= t], manifest, split, beta=beta)["classes"]
+
+
 def tune_thresholds(
     picks: pd.DataFrame, manifest, split: str = "validation", candidates: Sequence[float] = DEFAULT_CANDIDATES, beta: float = 4.0
 ) -> tuple[dict[str, float], dict]:
@@ -64,11 +70,10 @@ def tune_thresholds(
     """
     manifest = load_manifest(manifest) if isinstance(manifest, (str, Path)) else manifest
     best = {name: (-1.0, float(candidates[0])) for name in manifest.class_names}
-    for t in candidates:
-        result = score_picks(picks[picks["score"] >= t], manifest, split, beta=beta)
-        for name, stats in result["classes"].items():
+    for t, classes in _class_stats_by_threshold(picks, manifest, split, candidates, beta):
+        for name, stats in classes.items():
             if stats["fbeta"] > best[name][0]:
-                best[name] = (stats["fbeta"], float(t))
+                best[name] = (stats["fbeta"], t)
     thresholds = {name: t for name, (_, t) in best.items()}
     return thresholds, score_picks(apply_thresholds(picks, thresholds), manifest, split, beta=beta)
 
@@ -90,11 +95,10 @@ def precision_thresholds(
     """
     manifest = load_manifest(manifest) if isinstance(manifest, (str, Path)) else manifest
     chosen: dict[str, float | None] = {name: None for name in manifest.class_names}
-    for t in sorted(candidates, reverse=True):
-        result = score_picks(picks[picks["score"] >= t], manifest, split)
-        for name, stats in result["classes"].items():
+    for t, classes in _class_stats_by_threshold(picks, manifest, split, sorted(candidates, reverse=True)):
+        for name, stats in classes.items():
             if stats["tp"] > 0 and stats["precision"] >= min_precision:
-                chosen[name] = float(t)
+                chosen[name] = t
     return chosen
 
 
