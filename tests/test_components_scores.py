@@ -1,7 +1,6 @@
 """SaSi post-processing scores: the mean softmax probability of a component's class, computed without every class's map."""
 
 import cc3d
-import numpy as np
 import torch
 
 from cryoet_monai.inference.components import SegmentationToPicks
@@ -23,3 +22,18 @@ def test_scores_are_the_mean_class_probability_over_each_component():
     for (name, score), (_, row) in zip(expected, picks.iterrows()):
         assert row["particle_type"] == name
         assert abs(row["score"] - score) < 1e-5
+
+
+def test_per_class_thresholds_drop_only_the_faint_components_of_their_class():
+    logits = torch.zeros(3, 12, 24, 24)
+    logits[1, 2:6, 2:6, 2:6] = 8.0  # confident a
+    logits[1, 2:6, 14:18, 14:18] = 0.8  # faint a
+    logits[2, 7:11, 2:6, 14:18] = 0.8  # faint b
+    everything = SegmentationToPicks(["a", "b"], [20.0, 20.0], min_size_fraction=0.0)(logits, "t", 10.0)
+    assert sorted(everything["particle_type"]) == ["a", "a", "b"]
+    faint = everything["score"][everything["score"] < 0.9]
+    assert len(faint) == 2 and float(faint.max()) < 0.6  # the faint ones score e^0.8 / (e^0.8 + 2) ≈ 0.53
+    kept = SegmentationToPicks(["a", "b"], [20.0, 20.0], min_size_fraction=0.0, thresholds=[0.6, 0.0])(logits, "t", 10.0)
+    assert sorted(kept["particle_type"]) == ["a", "b"]
+    assert float(kept.loc[kept["particle_type"] == "a", "score"].iloc[0]) > 0.99
+    assert float(kept.loc[kept["particle_type"] == "a", "x"].iloc[0]) == 35.0  # centroid of x 2..5 at 10 Å

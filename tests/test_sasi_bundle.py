@@ -84,6 +84,23 @@ def test_bundle_pretrains_trains_and_picks(tmp_path, monkeypatch):
     assert set(picks["experiment"]) <= {"test"} and set(picks["particle_type"]) <= {"small", "large"}
     assert picks[["x", "y", "z"]].to_numpy().min(initial=0) >= 0
 
+    # evaluate.yaml tunes a threshold per class on a labelled split; inference.yaml then keeps only what reaches it
+    thresholds = tmp_path / "thresholds.json"
+    tuning = {**common, "output_dir": str(tmp_path / "tuning"), "split": "test", "thresholds_path": str(thresholds), "min_size_fraction": 0.0}
+    run(config_file=str(CONFIGS / "evaluate.yaml"), model_path=str(out / "models" / "model.pt"), **tuning)
+    tuned = json.loads(thresholds.read_text())
+    assert set(tuned) == {"small", "large"}
+    assert json.loads((tmp_path / "tuning" / "metrics.json").read_text())["thresholds"] == tuned
+    strict = {name: max(tuned.values()) for name in tuned}
+    strict["small"] = 1.0  # no component's mean probability reaches 1
+    thresholds.write_text(json.dumps(strict))
+    run(config_file=str(CONFIGS / "inference.yaml"), model_path=str(out / "models" / "model.pt"), **{**tuning, "output_dir": str(tmp_path / "strict")})
+    kept = read_picks(tmp_path / "strict" / "picks.csv", ndim=3)
+    every = read_picks(tmp_path / "tuning" / "picks.csv", ndim=3)
+    expected = every[(every["particle_type"] == "large") & (every["score"] >= strict["large"])]
+    assert len(every) > len(expected) > 0
+    assert sorted(kept["score"].round(3)) == sorted(expected["score"].round(3))
+
 
 @pytest.mark.parametrize("config", ["pretrain", "train", "inference", "evaluate"])
 def test_configs_parse_with_the_common_ids(config, tmp_path):

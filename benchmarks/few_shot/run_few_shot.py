@@ -3,8 +3,9 @@
 Rows: plain U-Net; + contrastive pre-training; + volume infill; + consistency guidance; full SaSi (all
 three); the SemiETPicker bundle's supervised ``train.yaml`` on the same budget; and the zero-label blob
 floor (`cryoet-monai baseline`). Budgets come from ``budget_manifest(shots=N, seed=s)``; hyper-parameters
-are fixed in advance (no tuning on the test split; SemiETPicker tunes its per-class thresholds on
-`validation`, as its bundle does). The encoder is pre-trained once (label-free) and shared by the rows
+are fixed in advance (no tuning on the test split). Both bundles tune per-class pick thresholds on
+`validation`, as their ``evaluate.yaml`` does; the SaSi rows also keep the score with every component
+(``untuned``). The encoder is pre-trained once (label-free) and shared by the rows
 that use it. Data: a synthetic preset (``--dataset czii-bin2`` or ``shrec``), built in ``--data`` when
 missing. Runs resume: a finished run (its metrics.json exists) is not repeated.
 
@@ -30,6 +31,7 @@ from cryoet_monai.data.budgets import budget_manifest
 from cryoet_monai.data.manifest import load_manifest
 from cryoet_monai.data.picks import read_picks, write_picks
 from cryoet_monai.data.synthetic import synthesize
+from cryoet_monai.inference.thresholds import apply_thresholds, save_thresholds, tune_thresholds
 from cryoet_monai.metrics import score_picks
 
 CONFIGS = bundle_dir("sasi") / "configs"
@@ -51,6 +53,9 @@ CPU_PRESET = {  # small enough for 2 CPU cores; the bundle's defaults are for a 
     # the SaSi rows' schedule (iterations, batch, crop, learning rate), no validation during training
     "semietpicker": {"max_epochs": 4, "epoch_length": 20, "batch_size": 2, "num_samples": 1, "learning_rate": 0.003, "val_interval": 0},
 }
+
+
+EVERY_COMPONENT = "$[0.0] * @num_classes"  # SaSi picking thresholds that keep every component (tuned afterwards)
 
 
 def _run(config: str, **overrides) -> None:
@@ -75,15 +80,30 @@ def timed_training(out: Path, train: Callable[[], None]) -> float:
 
 
 def validation_score(full: Path, out: Path) -> None:
-    """Add a SaSi run's CZII score and mean F1 on `validation` to its metrics (diagnostics; nothing is chosen by them)."""
+    """Pick `validation` with a SaSi run's model, every component kept, and add that CZII score and mean F1 to its metrics."""
     metrics = json.loads((out / "metrics.json").read_text())
     if "val_score" in metrics:
         return
     val = out / "validation"
     model = str(out / "models" / "model.pt")
-    _run("inference", manifest=str(full), split="validation", output_dir=str(val), model_path=model, **CPU_PRESET["network"], **CPU_PRESET["inference"])
+    _run("inference", manifest=str(full), split="validation", output_dir=str(val), model_path=model, thresholds=EVERY_COMPONENT, **CPU_PRESET["network"], **CPU_PRESET["inference"])
     result = score_picks(read_picks(val / "picks.csv", ndim=3), load_manifest(full), "validation")
     metrics.update(val_score=result["score"], val_mean_f1=result["mean_f1"])
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+
+def tuned_score(full: Path, out: Path, split: str) -> None:
+    """Per-class thresholds tuned on a SaSi run's `validation` picks (what the bundle's evaluate.yaml does), applied
+    to its picks on ``split``; the scores with every component kept move to ``untuned``."""
+    metrics = json.loads((out / "metrics.json").read_text())
+    if "untuned" in metrics:
+        return
+    manifest = load_manifest(full)
+    thresholds, validation = tune_thresholds(read_picks(out / "validation" / "picks.csv", ndim=3), manifest, "validation")
+    save_thresholds(thresholds, out / "thresholds.json")
+    result = score_picks(apply_thresholds(read_picks(out / "picks.csv", ndim=3), thresholds), manifest, split)
+    untuned = {key: metrics[key] for key in ("score", "mean_f1", "val_score", "val_mean_f1")}
+    metrics.update(result, thresholds=thresholds, val_score=validation["score"], val_mean_f1=validation["mean_f1"], untuned=untuned)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
 
@@ -99,7 +119,7 @@ def train_and_score(budget: Path, full: Path, encoder: Path | None, row: str, ou
     trained = timed_training(out, lambda: _run(
         "train", manifest=str(budget), output_dir=str(out), use_pretrained=use_pretrained, **encoder_path, **CPU_PRESET["network"], **settings
     ))
-    _run("inference", manifest=str(full), split=split, output_dir=str(out), model_path=str(out / "models" / "model.pt"), **CPU_PRESET["network"], **CPU_PRESET["inference"])
+    _run("inference", manifest=str(full), split=split, output_dir=str(out), model_path=str(out / "models" / "model.pt"), thresholds=EVERY_COMPONENT, **CPU_PRESET["network"], **CPU_PRESET["inference"])
     result = score_picks(read_picks(out / "picks.csv", ndim=3), load_manifest(full), split)
     result.update(method=row, shots=shots_of(budget), seed=seed, train_seconds=trained)
     metrics.write_text(json.dumps(result, indent=2))
@@ -147,6 +167,7 @@ def collect(out: Path) -> list[dict]:
             continue
         result = json.loads(path.read_text())
         record = {k: result.get(k) for k in ("shots", "seed", "method", "score", "mean_f1", "val_score", "val_mean_f1")}
+        record["untuned_score"] = result.get("untuned", {}).get("score")
         record.update({f"F1 {name}": c["f1"] for name, c in result["classes"].items()})
         record["train_s"] = result.get("train_seconds")
         records.append(record)
@@ -194,7 +215,7 @@ def main(argv=None) -> None:
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override SaSi fine-tuning settings, e.g. consistency#weight=0.1")
     parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--collect-only", action="store_true", help="only tabulate the finished runs under --out")
-    parser.add_argument("--validation-only", action="store_true", help="only add `validation` scores to the finished SaSi runs")
+    parser.add_argument("--validation-only", action="store_true", help="only add `validation` scores and tuned thresholds to the finished SaSi runs")
     args = parser.parse_args(argv)
 
     args.results.mkdir(parents=True, exist_ok=True)
@@ -209,6 +230,7 @@ def main(argv=None) -> None:
         for metrics in sorted(args.out.glob("runs/shots*/seed*/*/metrics.json")):
             if json.loads(metrics.read_text())["method"] in ROWS:
                 validation_score(full, metrics.parent)
+                tuned_score(full, metrics.parent, args.split)
         write_results(collect(args.out), args.dataset, args.results)
         return
     if not full.is_file():
@@ -226,6 +248,7 @@ def main(argv=None) -> None:
                     train_and_score(budget, full, encoder, row, run_dir, args.split, seed)
                     if args.split != "validation":
                         validation_score(full, run_dir)
+                        tuned_score(full, run_dir, args.split)
                 write_results(collect(args.out), args.dataset, args.results)
     print((args.results / "results.md").read_text())
 

@@ -2,7 +2,9 @@
 
 A component is kept when it holds at least ``min_size_fraction`` of the voxels of its class's
 ball (``4/3·π·r³`` with ``r = radius_scale · radius / voxel_size``); its pick sits at the component's
-centroid (voxel → Å) and scores the mean probability of its class over the component.
+centroid (voxel → Å) and scores the mean probability of its class over the component. Optional per-class
+thresholds on that score (tuned on a validation split by the SaSi bundle's ``evaluate.yaml``) drop the
+faint components.
 
 The argmax and the probability of each voxel's own class are computed where the logits live (a GPU
 after GPU stitching), so only those two volumes cross to the host for cc3d, not every class's map.
@@ -29,7 +31,9 @@ def ball_volume(radius_voxels: float) -> float:
     return 4.0 / 3.0 * math.pi * float(radius_voxels) ** 3
 
 
-def label_map_to_picks(label_map, confidence, class_names, min_sizes, voxel_size: float, experiment: str) -> pd.DataFrame:
+def label_map_to_picks(
+    label_map, confidence, class_names, min_sizes, voxel_size: float, experiment: str, min_scores: Sequence[float] | None = None
+) -> pd.DataFrame:
     """Picks at the centroids of the 26-connected components of each class of a label map.
 
     Args:
@@ -39,6 +43,7 @@ def label_map_to_picks(label_map, confidence, class_names, min_sizes, voxel_size
         min_sizes: smallest component kept, in voxels, one per class.
         voxel_size: Å per voxel.
         experiment: tomogram id written into the table.
+        min_scores: lowest score kept, one per class; None keeps every component.
     """
     labels = np.asarray(label_map, dtype=np.uint32)
     rows = []
@@ -52,6 +57,8 @@ def label_map_to_picks(label_map, confidence, class_names, min_sizes, voxel_size
             continue
         scores = ndimage.mean(np.asarray(confidence), labels=components, index=ids)
         for component, score in zip(ids, scores):
+            if min_scores is not None and score < min_scores[c]:
+                continue
             z, y, x = stats["centroids"][component] * voxel_size
             rows.append((experiment, name, x, y, z, float(score)))
     if not rows:
@@ -67,6 +74,8 @@ class SegmentationToPicks(Transform):
         radii_angstrom: particle radius of each class in Å.
         min_size_fraction: smallest component kept, as a fraction of the class ball's volume.
         radius_scale: ball radius as a fraction of the particle radius (as in training's masks).
+        thresholds: lowest component score kept, one per class (``configs/thresholds.json`` via
+            :func:`~cryoet_monai.inference.thresholds.load_thresholds`); None keeps every component.
     """
 
     def __init__(
@@ -75,15 +84,19 @@ class SegmentationToPicks(Transform):
         radii_angstrom: Sequence[float],
         min_size_fraction: float = 0.1,
         radius_scale: float = 1.0,
+        thresholds: Sequence[float] | None = None,
     ) -> None:
         if len(class_names) != len(radii_angstrom):
             raise ValueError(f"{len(class_names)} class names but {len(radii_angstrom)} radii")
+        if thresholds is not None and len(thresholds) != len(class_names):
+            raise ValueError(f"{len(class_names)} class names but {len(thresholds)} thresholds")
         if not 0 <= min_size_fraction or not radius_scale > 0:
             raise ValueError(f"min_size_fraction must be >= 0 and radius_scale > 0, got {min_size_fraction}, {radius_scale}")
         self.class_names = list(class_names)
         self.radii = [float(r) for r in radii_angstrom]
         self.min_size_fraction = float(min_size_fraction)
         self.radius_scale = float(radius_scale)
+        self.thresholds = None if thresholds is None else [float(t) for t in thresholds]
 
     def min_sizes(self, voxel_size: float) -> list[float]:
         """Smallest component kept per class, in voxels."""
@@ -106,7 +119,7 @@ class SegmentationToPicks(Transform):
             total += torch.exp(channel - top)
         confidence = (1.0 / total).cpu().numpy()
         label_map = label_map.to(torch.uint8 if len(self.class_names) < 255 else torch.int32).cpu().numpy()
-        return label_map_to_picks(label_map, confidence, self.class_names, self.min_sizes(voxel_size), voxel_size, experiment)
+        return label_map_to_picks(label_map, confidence, self.class_names, self.min_sizes(voxel_size), voxel_size, experiment, self.thresholds)
 
 
 class SegmentationToPicksd(MapTransform):
@@ -118,6 +131,7 @@ class SegmentationToPicksd(MapTransform):
         radii_angstrom: see :class:`SegmentationToPicks`.
         min_size_fraction: see :class:`SegmentationToPicks`.
         radius_scale: see :class:`SegmentationToPicks`.
+        thresholds: see :class:`SegmentationToPicks`.
         id_key: key of the tomogram id.
         voxel_size_key: key of the voxel size in Å.
         picks_key: where the picks table is stored.
@@ -130,6 +144,7 @@ class SegmentationToPicksd(MapTransform):
         radii_angstrom: Sequence[float],
         min_size_fraction: float = 0.1,
         radius_scale: float = 1.0,
+        thresholds: Sequence[float] | None = None,
         id_key: Hashable = "id",
         voxel_size_key: Hashable = "voxel_size",
         picks_key: Hashable = "pred_picks",
@@ -137,7 +152,7 @@ class SegmentationToPicksd(MapTransform):
         super().__init__(keys)
         if len(self.keys) != 1:
             raise ValueError(f"SegmentationToPicksd reads exactly one logits key, got {self.keys}")
-        self.to_picks = SegmentationToPicks(class_names, radii_angstrom, min_size_fraction, radius_scale)
+        self.to_picks = SegmentationToPicks(class_names, radii_angstrom, min_size_fraction, radius_scale, thresholds)
         self.id_key, self.voxel_size_key, self.picks_key = id_key, voxel_size_key, picks_key
 
     def __call__(self, data: Mapping) -> dict:
