@@ -212,7 +212,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--rows", nargs="+", default=[*ROWS, SEMIETPICKER], choices=[*ROWS, SEMIETPICKER])
     parser.add_argument("--split", default="test", help="split to score (`validation` for experiments on the defaults)")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override SaSi fine-tuning settings, e.g. consistency#weight=0.1")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override SaSi fine-tuning settings, e.g. consistency#weight=0.1 (schedule keys also for SemiETPicker)")
     parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--collect-only", action="store_true", help="only tabulate the finished runs under --out")
     parser.add_argument("--validation-only", action="store_true", help="only add `validation` scores and tuned thresholds to the finished SaSi runs")
@@ -222,6 +222,8 @@ def main(argv=None) -> None:
     for setting in args.set:
         key, _, value = setting.partition("=")
         CPU_PRESET["train"][key] = json.loads(value)
+        if key in CPU_PRESET["semietpicker"]:  # the SemiETPicker row keeps the SaSi rows' schedule
+            CPU_PRESET["semietpicker"][key] = json.loads(value)
     if args.collect_only:
         write_results(collect(args.out), args.dataset, args.results)
         return
