@@ -49,6 +49,19 @@ def test_consistency_zero_for_an_equivariant_net_positive_otherwise():
     assert loss(position_aware(x), position_aware(view_volume(x, 1)), 1) > 1e-3
 
 
+def test_detached_target_sends_gradient_only_through_the_viewed_prediction():
+    pred = torch.randn(1, 3, 4, 6, 6, requires_grad=True)
+    pred_of_view = torch.randn(1, 3, 4, 6, 6, requires_grad=True)
+    both = ViewConsistencyLoss()(pred, pred_of_view, 3)
+    both.backward()
+    assert pred.grad.abs().sum() > 0 and pred_of_view.grad.abs().sum() > 0
+    pred.grad, pred_of_view.grad = None, None
+    detached = ViewConsistencyLoss(detach_target=True)(pred, pred_of_view, 3)
+    detached.backward()
+    assert pred.grad is None and pred_of_view.grad.abs().sum() > 0
+    assert torch.isclose(both, detached)  # same value, only the gradient differs
+
+
 def test_guidance_adds_weighted_term_to_the_trainer_loss():
     torch.manual_seed(0)
     net = torch.nn.Conv3d(1, 2, 3, padding=1)

@@ -14,17 +14,21 @@ from cryoet_monai.transforms.views import invert_view_volume
 class ViewConsistencyLoss(torch.nn.Module):
     """Mean squared difference between ``act(pred)`` and ``invert_view(act(pred_of_view_k), k)``.
 
-    Both sides keep their gradients (neither is a fixed target), as the two predictions should agree.
+    By default both sides keep their gradients, as the two predictions should agree; with ``detach_target``
+    the prediction of the original input is a fixed target (stop-gradient, as in Mean Teacher or FixMatch) and
+    only the viewed prediction is pulled towards it.
 
     Args:
         activation: ``"softmax"`` (over channels), ``"sigmoid"`` or ``None`` to compare raw outputs.
+        detach_target: no gradient through the prediction of the original input.
     """
 
-    def __init__(self, activation: str | None = "softmax") -> None:
+    def __init__(self, activation: str | None = "softmax", detach_target: bool = False) -> None:
         super().__init__()
         if activation not in ("softmax", "sigmoid", None):
             raise ValueError(f"activation must be 'softmax', 'sigmoid' or None, got {activation!r}")
         self.activation = activation
+        self.detach_target = bool(detach_target)
 
     def _act(self, x: torch.Tensor) -> torch.Tensor:
         if self.activation == "softmax":
@@ -38,4 +42,5 @@ class ViewConsistencyLoss(torch.nn.Module):
             pred_of_view: network output on view ``k`` of the same input.
             k: the view index.
         """
-        return torch.mean((self._act(pred) - invert_view_volume(self._act(pred_of_view), k)) ** 2)
+        target = self._act(pred.detach() if self.detach_target else pred)
+        return torch.mean((target - invert_view_volume(self._act(pred_of_view), k)) ** 2)
