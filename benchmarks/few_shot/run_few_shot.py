@@ -1,7 +1,7 @@
 """Few-shot benchmark of the SaSi bundle: N particles per class, ablation rows, CZII score and F1 on `test`.
 
-Rows: plain U-Net; + contrastive pre-training; + volume infill; + consistency guidance; full SaSi (all
-three); the SemiETPicker bundle's supervised ``train.yaml`` on the same budget; and the zero-label blob
+Rows: plain U-Net; + contrastive pre-training; + volume infill; + consistency guidance; + pre-training +
+infill (SaSi without consistency); full SaSi (all three); the SemiETPicker bundle's supervised ``train.yaml`` on the same budget; and the zero-label blob
 floor (`cryoet-monai baseline`). Budgets come from ``budget_manifest(shots=N, seed=s)``; hyper-parameters
 are fixed in advance (no tuning on the test split). Both bundles tune per-class pick thresholds on
 `validation`, as their ``evaluate.yaml`` does; the SaSi rows also keep the score with every component
@@ -40,6 +40,7 @@ ROWS = {  # row name: (pre-trained encoder, volume infill, consistency guidance)
     "+ pre-training": (True, False, False),
     "+ infill": (False, True, False),
     "+ consistency": (False, False, True),
+    "+ pre-training + infill": (True, True, False),  # full SaSi without consistency guidance
     "SaSi (all)": (True, True, True),
 }
 SEMIETPICKER = "SemiETPicker (supervised)"
