@@ -1,12 +1,12 @@
 """Few-shot benchmark of the SaSi bundle: N particles per class, ablation rows, CZII score and F1 on `test`.
 
 Rows: plain U-Net; + contrastive pre-training; + volume infill; + consistency guidance; + pre-training +
-infill (SaSi without consistency); full SaSi (all three); the SemiETPicker bundle's supervised ``train.yaml`` on the same budget; and the zero-label blob
-floor (`cryoet-monai baseline`). Budgets come from ``budget_manifest(shots=N, seed=s)``; hyper-parameters
-are fixed in advance (no tuning on the test split). Both bundles tune per-class pick thresholds on
-`validation`, as their ``evaluate.yaml`` does; the SaSi rows also keep the score with every component
-(``untuned``). The encoder is pre-trained once (label-free) and shared by the rows
-that use it. Data: a synthetic preset (``--dataset czii-bin2`` or ``shrec``), built in ``--data`` when
+infill (SaSi without consistency); full SaSi (all three); the SemiETPicker bundle's supervised ``train.yaml``
+on the same budget; and the zero-label blob floor (`cryoet-monai baseline`). Budgets come from
+``budget_manifest(shots=N, seed=s)``; hyper-parameters are fixed in advance (no tuning on the test split).
+Both bundles tune per-class pick thresholds on `validation`, as their ``evaluate.yaml`` does; the SaSi rows
+also keep the score with every component (``untuned``). The encoder is pre-trained once (label-free) and
+shared by the rows that use it. Data: a synthetic preset (``--dataset czii-bin2`` or ``shrec``), built in ``--data`` when
 missing. Runs resume: a finished run (its metrics.json exists) is not repeated.
 
     python benchmarks/few_shot/run_few_shot.py --data /tmp/sasi_bench/czii-bin2 --out /tmp/sasi_bench/runs
