@@ -24,6 +24,7 @@ from monai.transforms import MapTransform, Transform
 from scipy import ndimage
 
 from cryoet_monai.data.picks import empty_picks
+from cryoet_monai.inference.thresholds import apply_thresholds
 
 
 def ball_volume(radius_voxels: float) -> float:
@@ -31,9 +32,7 @@ def ball_volume(radius_voxels: float) -> float:
     return 4.0 / 3.0 * math.pi * float(radius_voxels) ** 3
 
 
-def label_map_to_picks(
-    label_map, confidence, class_names, min_sizes, voxel_size: float, experiment: str, min_scores: Sequence[float] | None = None
-) -> pd.DataFrame:
+def label_map_to_picks(label_map, confidence, class_names, min_sizes, voxel_size: float, experiment: str) -> pd.DataFrame:
     """Picks at the centroids of the 26-connected components of each class of a label map.
 
     Args:
@@ -43,7 +42,6 @@ def label_map_to_picks(
         min_sizes: smallest component kept, in voxels, one per class.
         voxel_size: Å per voxel.
         experiment: tomogram id written into the table.
-        min_scores: lowest score kept, one per class; None keeps every component.
     """
     labels = np.asarray(label_map, dtype=np.uint32)
     rows = []
@@ -57,8 +55,6 @@ def label_map_to_picks(
             continue
         scores = ndimage.mean(np.asarray(confidence), labels=components, index=ids)
         for component, score in zip(ids, scores):
-            if min_scores is not None and score < min_scores[c]:
-                continue
             z, y, x = stats["centroids"][component] * voxel_size
             rows.append((experiment, name, x, y, z, float(score)))
     if not rows:
@@ -119,7 +115,8 @@ class SegmentationToPicks(Transform):
             total += torch.exp(channel - top)
         confidence = (1.0 / total).cpu().numpy()
         label_map = label_map.to(torch.uint8 if len(self.class_names) < 255 else torch.int32).cpu().numpy()
-        return label_map_to_picks(label_map, confidence, self.class_names, self.min_sizes(voxel_size), voxel_size, experiment, self.thresholds)
+        picks = label_map_to_picks(label_map, confidence, self.class_names, self.min_sizes(voxel_size), voxel_size, experiment)
+        return picks if self.thresholds is None else apply_thresholds(picks, dict(zip(self.class_names, self.thresholds)))
 
 
 class SegmentationToPicksd(MapTransform):
