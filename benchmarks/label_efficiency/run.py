@@ -130,7 +130,7 @@ def train_tune_test(full: Path, manifest: Path, run: Path, config: str, override
         run_bundle("semietpicker", "inference", {**common, "split": "test", "output_dir": str(run / "test")})
 
 
-def run_chain(budget: str, seed: int, full: Path, out: Path, methods: list[str], ablation_budget: str, preset_name: str, collect_only: bool, start: float, pseudo_precision: float = 0.5, semi_settings: dict | None = None) -> list[dict]:
+def run_chain(budget: str, seed: int, full: Path, out: Path, methods: list[str], ablation_budget: str, preset_name: str, collect_only: bool, start: float, pseudo_precision: float, semi_settings: dict) -> list[dict]:
     """Every method at one budget and seed, supervised first (teacher–student starts from it); the scored rows."""
     budget_manifest_path = budget_path(full, out, budget, seed)
     preset = PRESETS[preset_name]
@@ -146,7 +146,7 @@ def run_chain(budget: str, seed: int, full: Path, out: Path, methods: list[str],
         if config == "train_semi" and not (run / "models" / "model.pt").is_file():
             supervised = run_dir(out, budget, "supervised", seed)
             train_tune_test(full, budget_manifest_path, supervised, "train", {}, seed, preset)
-            overrides = {**overrides, **burn_in(full, supervised, pseudo_precision), **(semi_settings or {})}
+            overrides = {**overrides, **burn_in(full, supervised, pseudo_precision), **semi_settings}
         train_tune_test(full, budget_manifest_path, run, config, overrides, seed, preset)
         row = {"method": method, "budget": budget, "seed": seed, "preset": preset_name}
         records.append(scored(run / "metrics.json", full, run / "test" / "picks.csv", row))
