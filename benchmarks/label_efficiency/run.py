@@ -7,7 +7,7 @@ per-class thresholds are tuned on the validation split (`evaluate.yaml`), and th
 (`inference.yaml`) and scored with the CZII metric. Teacher–student follows the usual burn-in recipe:
 it starts from the supervised model of the same budget and seed (whose weights the teacher keeps: no EMA
 warm-up with `pretrained`); a class's pseudo-label threshold is the lowest at which that model's validation
-picks are at least half right (`--pseudo-precision`; a class never that precise gets no pseudo-particles), and its trusted
+picks are at least 80 % right (`--pseudo-precision`; a class never that precise gets no pseudo-particles), and its trusted
 background lies below half that model's F1-best threshold (see `burn_in`). The zero-label blob floor is
 scored once. Every finished step leaves its output, so an interrupted run resumes.
 
@@ -90,7 +90,7 @@ def run_dir(out: Path, budget: str, method: str, seed: int) -> Path:
     return out / "runs" / budget.replace("%", "pct") / method.replace(" ", "_").replace(",", "") / f"seed{seed}"
 
 
-def burn_in(full: Path, supervised: Path, min_precision: float = 0.5) -> dict:
+def burn_in(full: Path, supervised: Path, min_precision: float) -> dict:
     """Overrides that start teacher–student from a finished supervised run (its model and validation picks).
 
     A class's pseudo-label threshold is the lowest at which the supervised model's validation picks of that
@@ -207,7 +207,7 @@ def main(argv=None) -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--results", type=Path, default=HERE / "results_cpu.md", help="Markdown table to write (a CSV beside it)")
     parser.add_argument("--workers", type=int, default=1, help="budget/seed chains run in parallel, the cores shared among them")
-    parser.add_argument("--pseudo-precision", type=float, default=0.5, help="share of a class's validation picks that must be right at its pseudo-label threshold (burn_in)")
+    parser.add_argument("--pseudo-precision", type=float, default=0.8, help="share of a class's validation picks that must be right at its pseudo-label threshold (burn_in)")
     parser.add_argument("--semi-set", nargs="+", default=[], metavar="KEY=VALUE", help="override train_semi.yaml settings of the teacher–student rows, e.g. ema_decay=0.999")
     parser.add_argument("--collect-only", action="store_true", help="only tabulate the rows that have finished; run nothing")
     args = parser.parse_args(argv)
