@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from cryoet_monai.losses import HeatmapFocalLoss, HeatmapMSELoss, target_peaks
+from cryoet_monai.losses import HeatmapBCELoss, HeatmapFocalLoss, HeatmapMSELoss, target_peaks
 from cryoet_monai.transforms.heatmap import render_heatmap
 
-LOSSES = [HeatmapFocalLoss, HeatmapMSELoss]
+LOSSES = [HeatmapFocalLoss, HeatmapMSELoss, HeatmapBCELoss]
 
 
 def _target(points, shape=(12, 16, 16), num_classes=2):
@@ -39,13 +39,14 @@ def test_mask_as_last_label_channel_equals_explicit_mask(loss_class):
     assert torch.isclose(explicit, packed)
 
 
-@pytest.mark.parametrize("loss_class", LOSSES)
-def test_good_prediction_beats_shifted_one(loss_class):
+# BCE on soft targets cannot go below the targets' entropy, hence its larger ratio
+@pytest.mark.parametrize("loss_class, ratio", [(HeatmapFocalLoss, 0.2), (HeatmapMSELoss, 0.2), (HeatmapBCELoss, 0.3)])
+def test_good_prediction_beats_shifted_one(loss_class, ratio):
     target = _target([((5, 6, 7), 0)])
     good = torch.logit(target.clamp(1e-4, 1 - 1e-4))
     shifted = torch.roll(good, shifts=3, dims=-1)
     loss = loss_class()
-    assert loss(good, target) < 0.2 * loss(shifted, target)
+    assert loss(good, target) < ratio * loss(shifted, target)
 
 
 def test_focal_loss_normalises_by_peaks_inside_mask():
@@ -61,3 +62,15 @@ def test_focal_loss_normalises_by_peaks_inside_mask():
 def test_off_grid_centre_is_still_a_peak():
     target = _target([((5.5, 6.5, 7.5), 0)])
     assert target.max() < 1 and target_peaks(target).any()
+
+
+def test_bce_gradient_at_a_missed_centre_does_not_fade_at_the_prior():
+    target = _target([((5, 6, 7), 0)])
+    grads = {}
+    for loss_class in (HeatmapMSELoss, HeatmapBCELoss):
+        pred = torch.full((1, 2, 12, 16, 16), float(torch.logit(torch.tensor(0.01))), requires_grad=True)
+        loss_class()(pred, target).backward()
+        grads[loss_class] = -pred.grad[0, 0, 5, 6, 7].item()
+    # d/dlogit at the centre: MSE 2 * 11 * 0.99 * 0.01 * 0.99 ≈ 0.22, BCE 11 * 0.99 ≈ 10.9 (one peak: no normalisation)
+    assert grads[HeatmapMSELoss] == pytest.approx(0.2134, rel=0.02)
+    assert grads[HeatmapBCELoss] == pytest.approx(10.89, rel=0.02)

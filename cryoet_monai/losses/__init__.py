@@ -1,3 +1,3 @@
 """Losses."""
 
-from cryoet_monai.losses.heatmap import HeatmapFocalLoss, HeatmapMSELoss, MaskedHeatmapLoss, target_peaks
+from cryoet_monai.losses.heatmap import HeatmapBCELoss, HeatmapFocalLoss, HeatmapMSELoss, MaskedHeatmapLoss, target_peaks
