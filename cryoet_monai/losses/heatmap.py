@@ -103,22 +103,13 @@ class HeatmapMSELoss(MaskedHeatmapLoss):
         return (1 + self.pos_weight * target) * (torch.sigmoid(pred) - target) ** 2
 
 
-class HeatmapBCELoss(MaskedHeatmapLoss):
+class HeatmapBCELoss(HeatmapMSELoss):
     """Weighted binary cross-entropy between ``sigmoid(pred)`` and the heatmap taken as a soft target.
 
-    Its gradient with respect to the logit is ``weight * (sigmoid(pred) - target)``: unlike a squared error on
-    the sigmoid it does not fade while a class's output is still near the small prior probability, so a class
-    with few, small particles is learned as early as a large one.
-
-    Args:
-        pos_weight: extra weight at a centre: a voxel weighs ``1 + pos_weight * target``.
-        mask_channel: see :class:`MaskedHeatmapLoss`.
-        peak_min_value: see :class:`MaskedHeatmapLoss`.
+    The weights and arguments are those of :class:`HeatmapMSELoss`. The gradient with respect to a logit is
+    ``weight * (sigmoid(pred) - target)``: unlike the squared error's, it carries no ``p * (1 - p)`` factor, so it
+    does not fade at a missed centre while a class's output still sits at the small prior probability.
     """
-
-    def __init__(self, pos_weight: float = 10.0, mask_channel: bool = False, peak_min_value: float = 0.5):
-        super().__init__(mask_channel, peak_min_value)
-        self.pos_weight = pos_weight
 
     def voxel_loss(self, pred, target, peaks):
         return (1 + self.pos_weight * target) * F.binary_cross_entropy_with_logits(pred, target, reduction="none")
