@@ -130,7 +130,7 @@ def train_tune_test(full: Path, manifest: Path, run: Path, config: str, override
         run_bundle("semietpicker", "inference", {**common, "split": "test", "output_dir": str(run / "test")})
 
 
-def run_chain(budget: str, seed: int, full: Path, out: Path, methods: list[str], ablation_budget: str, preset_name: str, collect_only: bool, start: float, pseudo_precision: float, semi_settings: dict) -> list[dict]:
+def run_chain(budget: str, seed: int, full: Path, out: Path, methods: list[str], ablation_budget: str, preset_name: str, collect_only: bool, start: float, pseudo_precision: float, train_settings: dict, semi_settings: dict) -> list[dict]:
     """Every method at one budget and seed, supervised first (teacher–student starts from it); the scored rows."""
     budget_manifest_path = budget_path(full, out, budget, seed)
     preset = PRESETS[preset_name]
@@ -139,18 +139,31 @@ def run_chain(budget: str, seed: int, full: Path, out: Path, methods: list[str],
         if method in ABLATIONS and budget != ablation_budget:
             continue
         config, overrides = METHODS[method]
+        overrides = {**train_settings, **overrides}
         run = run_dir(out, budget, method, seed)
         if collect_only and not (run / "test" / "picks.csv").is_file():
             continue
         print(f"[{time.time() - start:7.0f} s] {budget} {method} seed {seed}", flush=True)
         if config == "train_semi" and not (run / "models" / "model.pt").is_file():
             supervised = run_dir(out, budget, "supervised", seed)
-            train_tune_test(full, budget_manifest_path, supervised, "train", {}, seed, preset)
+            train_tune_test(full, budget_manifest_path, supervised, "train", train_settings, seed, preset)
             overrides = {**overrides, **burn_in(full, supervised, pseudo_precision), **semi_settings}
         train_tune_test(full, budget_manifest_path, run, config, overrides, seed, preset)
         row = {"method": method, "budget": budget, "seed": seed, "preset": preset_name}
         records.append(scored(run / "metrics.json", full, run / "test" / "picks.csv", row))
     return records
+
+
+def parse_settings(settings: list[str]) -> dict:
+    """``KEY=VALUE`` strings as config overrides; a VALUE that is not JSON (a dotted class name) stays a string."""
+    parsed = {}
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    return parsed
 
 
 def summarise(records: list[dict], class_names: list[str], weights: dict) -> pd.DataFrame:
@@ -208,6 +221,7 @@ def main(argv=None) -> None:
     parser.add_argument("--results", type=Path, default=HERE / "results_cpu.md", help="Markdown table to write (a CSV beside it)")
     parser.add_argument("--workers", type=int, default=1, help="budget/seed chains run in parallel, the cores shared among them")
     parser.add_argument("--pseudo-precision", type=float, default=0.8, help="share of a class's validation picks that must be right at its pseudo-label threshold (burn_in)")
+    parser.add_argument("--train-set", nargs="+", default=[], metavar="KEY=VALUE", help="override train.yaml / train_semi.yaml settings of every trained row, e.g. loss#_target_=cryoet_monai.losses.HeatmapBCELoss (with a new --out: finished runs are reused)")
     parser.add_argument("--semi-set", nargs="+", default=[], metavar="KEY=VALUE", help="override train_semi.yaml settings of the teacher–student rows, e.g. ema_decay=0.999")
     parser.add_argument("--collect-only", action="store_true", help="only tabulate the rows that have finished; run nothing")
     args = parser.parse_args(argv)
@@ -224,8 +238,8 @@ def main(argv=None) -> None:
     records = [scored(blob_dir / "metrics.json", full, blob_dir / "picks.csv", {"method": "blob floor", "budget": "0 labels", "seed": 0})]
 
     chains = [(budget, seed) for budget in args.budgets for seed in args.seeds]
-    semi_settings = {key: json.loads(value) for key, _, value in (setting.partition("=") for setting in args.semi_set)}
-    work = partial(run_chain, full=full, out=args.out, methods=args.methods, ablation_budget=args.budgets[0], preset_name=args.preset, collect_only=args.collect_only, start=start, pseudo_precision=args.pseudo_precision, semi_settings=semi_settings)
+    train_settings, semi_settings = parse_settings(args.train_set), parse_settings(args.semi_set)
+    work = partial(run_chain, full=full, out=args.out, methods=args.methods, ablation_budget=args.budgets[0], preset_name=args.preset, collect_only=args.collect_only, start=start, pseudo_precision=args.pseudo_precision, train_settings=train_settings, semi_settings=semi_settings)
     if args.workers > 1 and not args.collect_only:
         threads = max(1, (os.cpu_count() or 1) // args.workers)
         with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads, initargs=(threads,)) as pool:
@@ -243,7 +257,7 @@ def main(argv=None) -> None:
         "",
         f"Data: `{args.data}` (synthetic CZII replica, split by tomogram: {len(manifest.items('training'))} training, "
         f"{len(manifest.items('unlabeled'))} unlabeled, {len(manifest.items('validation'))} validation, {len(manifest.items('test'))} test). "
-        f"Preset `{args.preset}`: {preset}; pseudo-label precision {args.pseudo_precision}; teacher–student settings {semi_settings or 'as train_semi.yaml'}. Thresholds tuned on validation; scores on test. Mean ± std over seeds {args.seeds}.",
+        f"Preset `{args.preset}`: {preset}; pseudo-label precision {args.pseudo_precision}; training settings {train_settings or 'as the configs'}; teacher–student settings {semi_settings or 'as train_semi.yaml'}. Thresholds tuned on validation; scores on test. Mean ± std over seeds {args.seeds}.",
         "Per-class columns are F1 (scored classes). "
         + ("Rows collected from finished runs (--collect-only)." if args.collect_only else f"Wall time: {(time.time() - start) / 60:.1f} min."),
         "",
