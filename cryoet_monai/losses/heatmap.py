@@ -1,8 +1,8 @@
 """Masked heatmap losses for keypoint detection in tomograms.
 
-Both losses take logits ``(B, C, Z, Y, X)``, Gaussian target heatmaps of the same shape and a loss
+Every loss here takes logits ``(B, C, Z, Y, X)``, Gaussian target heatmaps of the same shape and a loss
 mask ``(B, 1, Z, Y, X)`` that is 1 where the annotation is complete and 0 elsewhere: space outside the
-annotated boxes is unknown and contributes nothing. Both are normalised by the number of target
+annotated boxes is unknown and contributes nothing. Each is normalised by the number of target
 peaks inside the mask, so a crop with one particle and a crop with ten weigh each particle alike.
 
 For MONAI trainers, which call ``loss(pred, label)``, the mask can ride as the last channel of the
