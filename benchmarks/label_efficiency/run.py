@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from cryoet_monai.cli import run_bundle
+from cryoet_monai.cli import parse_overrides, run_bundle
 from cryoet_monai.data.budgets import budget_manifest
 from cryoet_monai.data.manifest import load_manifest
 from cryoet_monai.data.picks import read_picks, write_picks
@@ -154,18 +154,6 @@ def run_chain(budget: str, seed: int, full: Path, out: Path, methods: list[str],
     return records
 
 
-def parse_settings(settings: list[str]) -> dict:
-    """``KEY=VALUE`` strings as config overrides; a VALUE that is not JSON (a dotted class name) stays a string."""
-    parsed = {}
-    for setting in settings:
-        key, _, value = setting.partition("=")
-        try:
-            parsed[key] = json.loads(value)
-        except json.JSONDecodeError:
-            parsed[key] = value
-    return parsed
-
-
 def summarise(records: list[dict], class_names: list[str], weights: dict) -> pd.DataFrame:
     rows = []
     for r in records:
@@ -238,7 +226,7 @@ def main(argv=None) -> None:
     records = [scored(blob_dir / "metrics.json", full, blob_dir / "picks.csv", {"method": "blob floor", "budget": "0 labels", "seed": 0})]
 
     chains = [(budget, seed) for budget in args.budgets for seed in args.seeds]
-    train_settings, semi_settings = parse_settings(args.train_set), parse_settings(args.semi_set)
+    train_settings, semi_settings = (parse_overrides([f"--{setting}" for setting in settings]) for settings in (args.train_set, args.semi_set))
     work = partial(run_chain, full=full, out=args.out, methods=args.methods, ablation_budget=args.budgets[0], preset_name=args.preset, collect_only=args.collect_only, start=start, pseudo_precision=args.pseudo_precision, train_settings=train_settings, semi_settings=semi_settings)
     if args.workers > 1 and not args.collect_only:
         threads = max(1, (os.cpu_count() or 1) // args.workers)
