@@ -26,7 +26,7 @@ import pandas as pd
 from monai.bundle import run
 
 from cryoet_monai.bundles import bundle_dir
-from cryoet_monai.cli import run_bundle
+from cryoet_monai.cli import parse_overrides, run_bundle
 from cryoet_monai.data.budgets import budget_manifest
 from cryoet_monai.data.manifest import load_manifest
 from cryoet_monai.data.picks import read_picks, write_picks
@@ -220,11 +220,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     args.results.mkdir(parents=True, exist_ok=True)
-    for setting in args.set:
-        key, _, value = setting.partition("=")
-        CPU_PRESET["train"][key] = json.loads(value)
+    for key, value in parse_overrides([f"--{setting}" for setting in args.set]).items():
+        CPU_PRESET["train"][key] = value
         if key in CPU_PRESET["semietpicker"]:  # the SemiETPicker row keeps the SaSi rows' schedule
-            CPU_PRESET["semietpicker"][key] = json.loads(value)
+            CPU_PRESET["semietpicker"][key] = value
     if args.collect_only:
         write_results(collect(args.out), args.dataset, args.results)
         return
