@@ -75,15 +75,19 @@ def test_uncertain_voxels_are_left_out_of_the_pseudo_label_loss():
             MultiViewPseudoLabeler([37.5, 37.5], 25.0, negative_threshold=bad)
 
 
-def test_a_class_with_threshold_one_gets_no_pseudo_particles():
+def test_a_class_with_threshold_one_gets_no_pseudo_particles_but_keeps_its_background():
     shape = (12, 20, 20)
     blob = _blob(shape, (6.0, 10.0, 10.0))
 
     def teacher(x):
         return torch.logit(blob.clamp(1e-4, 1 - 1e-4)).expand(-1, 2, -1, -1, -1)  # both classes see the particle
 
-    pseudo, _ = MultiViewPseudoLabeler([37.5, 37.5], 25.0, thresholds=[0.5, 1.0], views=[0])(teacher, torch.zeros(1, 1, *shape))
-    assert pseudo[0, 0].max() == pytest.approx(1.0) and pseudo[0, 1].max() == 0
+    for negative in (None, 0.1):
+        labeler = MultiViewPseudoLabeler([37.5, 37.5], 25.0, thresholds=[0.5, 1.0], views=[0], negative_threshold=negative)
+        pseudo, trusted = labeler(teacher, torch.zeros(1, 1, *shape))
+        assert pseudo[0, 0].max() == pytest.approx(1.0) and pseudo[0, 1].max() == 0
+        assert bool(trusted[0, 1, 0, 0, 0])  # far from the particle: trusted background of the silent class too
+        assert bool(trusted[0, 1, 6, 10, 10]) == (negative is None)  # at the particle only without negative_threshold
     faint = 0.6 * blob  # peak probability 0.6: a pseudo-particle at threshold 0.55, not at 0.75
 
     def faint_teacher(x):
