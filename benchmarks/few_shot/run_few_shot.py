@@ -51,8 +51,9 @@ CPU_PRESET = {  # small enough for 2 CPU cores; the bundle's defaults are for a 
     "pretrain": {"max_epochs": 1, "epoch_length": 40, "batch_size": 8, "learning_rate": 0.003},
     "train": {"max_epochs": 4, "epoch_length": 20, "batch_size": 2, "num_samples": 1, "learning_rate": 0.003, "consistency#weight": 1.0, "consistency#rampup_iterations": 20, "val_interval": 0},
     "inference": {"sw_batch_size": 8, "overlap": 0.25},
-    # the SaSi rows' schedule (iterations, batch, crop, learning rate), no validation during training
-    "semietpicker": {"max_epochs": 4, "epoch_length": 20, "batch_size": 2, "num_samples": 1, "learning_rate": 0.003, "val_interval": 0},
+    # the SaSi rows' schedule (iterations, batch, crop, learning rate), no validation during training; the heatmap
+    # loss the committed tables ran with (bundle default up to 0.1.3)
+    "semietpicker": {"max_epochs": 4, "epoch_length": 20, "batch_size": 2, "num_samples": 1, "learning_rate": 0.003, "val_interval": 0, "loss#_target_": "cryoet_monai.losses.HeatmapMSELoss"},
 }
 
 

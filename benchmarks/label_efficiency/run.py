@@ -209,8 +209,8 @@ def main(argv=None) -> None:
     parser.add_argument("--results", type=Path, default=HERE / "results_cpu.md", help="Markdown table to write (a CSV beside it)")
     parser.add_argument("--workers", type=int, default=1, help="budget/seed chains run in parallel, the cores shared among them")
     parser.add_argument("--pseudo-precision", type=float, default=0.8, help="share of a class's validation picks that must be right at its pseudo-label threshold (burn_in)")
-    parser.add_argument("--train-set", nargs="+", default=[], metavar="KEY=VALUE", help="override train.yaml / train_semi.yaml settings of every trained row, e.g. loss#_target_=cryoet_monai.losses.HeatmapBCELoss (with a new --out: finished runs are reused)")
-    parser.add_argument("--semi-set", nargs="+", default=[], metavar="KEY=VALUE", help="override train_semi.yaml settings of the teacher–student rows, e.g. ema_decay=0.999")
+    parser.add_argument("--train-set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="override train.yaml / train_semi.yaml settings of every trained row, e.g. loss#_target_=cryoet_monai.losses.HeatmapMSELoss (with a new --out: finished runs are reused); repeatable")
+    parser.add_argument("--semi-set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="override train_semi.yaml settings of the teacher–student rows, e.g. ema_decay=0.999; repeatable")
     parser.add_argument("--collect-only", action="store_true", help="only tabulate the rows that have finished; run nothing")
     args = parser.parse_args(argv)
 
