@@ -1,4 +1,4 @@
-"""Training-dashboard handlers on bare ignite engines: the score of picks, pick overlays and MAE reconstructions."""
+"""Ignite handlers on bare engines: the score of picks, pick overlays, MAE reconstructions and the model files."""
 
 import json
 
@@ -12,7 +12,13 @@ import cryoet_monai.handlers.picks_overlay as picks_overlay
 import cryoet_monai.handlers.reconstruction as reconstruction
 from cryoet_monai.data.manifest import load_manifest
 from cryoet_monai.data.picks import make_picks
-from cryoet_monai.handlers import PicksScorer, TensorBoardPicksOverlay, TensorBoardReconstruction
+from cryoet_monai.handlers import (
+    BestModelSaver,
+    CompletedCheckpointSaver,
+    PicksScorer,
+    TensorBoardPicksOverlay,
+    TensorBoardReconstruction,
+)
 from cryoet_monai.handlers.reconstruction import unpatchify
 from cryoet_monai.networks.mae import CryoMAE
 
@@ -151,3 +157,74 @@ def test_tensorboard_handlers_open_their_event_file_at_the_first_image_and_only_
     monkeypatch.setattr(picks_overlay, "is_main_process", lambda: False)
     run_both(tmp_path / "rank1")
     assert not (tmp_path / "rank1").exists(), "a rank other than 0 leaves no event file"
+
+
+def _training(network, fail_at=None):
+    """An engine that nudges ``network``'s weights every iteration and raises at iteration ``fail_at``."""
+
+    def step(engine, batch):
+        if engine.state.iteration == fail_at:
+            raise KeyboardInterrupt
+        with torch.no_grad():
+            for p in network.parameters():
+                p.add_(1.0)
+
+    return Engine(step)
+
+
+@pytest.mark.parametrize("fail_at", [None, 3])
+def test_final_model_is_written_only_when_training_completes(tmp_path, fail_at):
+    network = torch.nn.Linear(2, 1)
+    engine = _training(network, fail_at)
+    CompletedCheckpointSaver(str(tmp_path), {"model": network}, save_final=True, final_filename="model.pt",
+                             save_interval=1, epoch_level=False, n_saved=1).attach(engine)
+    if fail_at is None:
+        engine.run([0] * 4)
+        assert torch.equal(torch.load(tmp_path / "model.pt")["weight"], network.weight)
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            engine.run([0] * 4)
+        assert not (tmp_path / "model.pt").exists(), "an interrupted run must not leave a final model"
+        assert list(tmp_path.glob("*_iteration=2.pt")), "the interval checkpoint to resume from stays"
+
+
+def _validate(saver, network, score, epoch):
+    engine = Engine(lambda e, b: None)
+
+    def validated(e):  # as a MONAI evaluator run by ValidationHandler: the trainer's epoch, the score metric
+        e.state.epoch = epoch
+        e.state.metrics["score"] = score
+
+    engine.add_event_handler(Events.EPOCH_COMPLETED, validated)
+    saver.attach(engine)
+    engine.run([0])
+    return {k: v.clone() for k, v in network.state_dict().items()}
+
+
+def test_best_model_keeps_the_best_validation_across_a_resume(tmp_path):
+    network = torch.nn.Linear(2, 1)
+    saver = BestModelSaver(tmp_path, network)
+    weights = {}
+    for epoch, score in [(1, 0.3), (2, 0.5), (3, 0.4)]:
+        with torch.no_grad():
+            network.weight.fill_(epoch)
+        weights[epoch] = _validate(saver, network, score, epoch)
+    saved = torch.load(tmp_path / "model_best.pt")
+    assert torch.equal(saved["weight"], weights[2]["weight"])
+    assert json.loads((tmp_path / "model_best.json").read_text()) == {"metric": "score", "value": 0.5, "epoch": 2}
+
+    resumed = BestModelSaver(tmp_path, network)  # a new process after an interruption
+    with torch.no_grad():
+        network.weight.fill_(4)
+    _validate(resumed, network, 0.45, 4)
+    assert torch.equal(torch.load(tmp_path / "model_best.pt")["weight"], weights[2]["weight"]), "0.45 < 0.5 recorded before"
+    _validate(resumed, network, 0.6, 5)
+    assert torch.equal(torch.load(tmp_path / "model_best.pt")["weight"], network.weight)
+    assert json.loads((tmp_path / "model_best.json").read_text())["epoch"] == 5
+
+
+def test_best_model_names_a_missing_metric(tmp_path):
+    engine = Engine(lambda e, b: None)
+    BestModelSaver(tmp_path, torch.nn.Linear(2, 1), metric="score").attach(engine)
+    with pytest.raises(KeyError, match="no metric 'score'"):
+        engine.run([0])

@@ -119,6 +119,10 @@ def test_train_tune_thresholds_then_pick_from_another_directory(planted, tmp_pat
     assert model.is_file()
     validation = json.loads((train_dir / "validation" / "metrics.json").read_text())
     assert validation["classes"]["ball"]["recall"] > 0.5, "validation during training scores the real picks"
+    best = json.loads((train_dir / "models" / "model_best.json").read_text())
+    assert best == {"metric": "score", "value": pytest.approx(validation["score"]), "epoch": 4}, "one validation, at the end"
+    final, kept = (torch.load(train_dir / "models" / name) for name in ("model.pt", "model_best.pt"))
+    assert all(torch.equal(final[k], kept[k]) for k in final)
     thresholds = tmp_path / "thresholds.json"
     _bundle("evaluate.yaml", tmp_path, *common, "--output_dir", str(eval_dir), "--model_path", str(model),
             "--thresholds_path", str(thresholds))

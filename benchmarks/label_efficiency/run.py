@@ -71,6 +71,8 @@ METHODS = {
     "teacher-student, single view": ("train_semi", {"teacher_views": [0]}),
 }
 ABLATIONS = ("teacher-student, no DropBlock", "teacher-student, single view")
+# the weights a run is scored with: the last ones, or those of the best validation during training (BestModelSaver)
+WEIGHTS = {"last": "model.pt", "best": "model_best.pt"}
 
 
 def budget_path(full: Path, out: Path, budget: str, seed: int) -> Path:
@@ -90,8 +92,8 @@ def run_dir(out: Path, budget: str, method: str, seed: int) -> Path:
     return out / "runs" / budget.replace("%", "pct") / method.replace(" ", "_").replace(",", "") / f"seed{seed}"
 
 
-def burn_in(full: Path, supervised: Path, min_precision: float) -> dict:
-    """Overrides that start teacher–student from a finished supervised run (its model and validation picks).
+def burn_in(full: Path, supervised: Path, min_precision: float, weights: str) -> dict:
+    """Overrides that start teacher–student from a finished supervised run (its ``weights`` and validation picks).
 
     A class's pseudo-label threshold is the lowest at which the supervised model's validation picks of that
     class are at least ``min_precision`` right; a class that never gets there (not learned) gets no
@@ -102,7 +104,7 @@ def burn_in(full: Path, supervised: Path, min_precision: float) -> dict:
     precise = precision_thresholds(picks, manifest, "validation", min_precision)
     best, _ = tune_thresholds(picks, manifest, "validation", beta=1.0)
     return {
-        "pretrained": str(supervised / "models" / "model.pt"),
+        "pretrained": str(supervised / "models" / weights),
         "pseudo_threshold": [1.0 if precise[name] is None else precise[name] for name in manifest.class_names],
         "pseudo_negative_threshold": [best[name] / 2 for name in manifest.class_names],
     }
@@ -116,13 +118,15 @@ def scored(path: Path, full: Path, pred: Path, row: dict) -> dict:
     return json.loads(path.read_text())
 
 
-def train_tune_test(full: Path, manifest: Path, run: Path, config: str, overrides: dict, seed: int, preset: dict) -> None:
-    """Train, tune thresholds on validation, pick the test split (each step skipped when done)."""
-    model = run / "models" / "model.pt"
+def train_tune_test(full: Path, manifest: Path, run: Path, config: str, overrides: dict, seed: int, preset: dict, weights: str) -> None:
+    """Train, tune thresholds on validation, pick the test split with ``weights`` (each step skipped when done)."""
+    model = run / "models" / weights
     thresholds = run / "thresholds.json"
-    if not model.is_file():
+    if not (run / "models" / "model.pt").is_file():  # written only when training completes
         train_keys = {**preset["train"], **(preset["semi"] if config == "train_semi" else {})}
         run_bundle("semietpicker", config, {"manifest": str(manifest), "output_dir": str(run), "seed": seed, **train_keys, **overrides})
+    if not model.is_file():
+        raise SystemExit(f"{run}: training left no {weights}; the best validation weights need validation during training (--train-set val_interval=5)")
     common = {"manifest": str(full), "model_path": str(model), "thresholds_path": str(thresholds), "sw_batch_size": preset["sw_batch_size"], "overlap": preset["overlap"]}
     if not thresholds.is_file():
         run_bundle("semietpicker", "evaluate", {**common, "split": "validation", "output_dir": str(run / "validation")})
@@ -130,7 +134,7 @@ def train_tune_test(full: Path, manifest: Path, run: Path, config: str, override
         run_bundle("semietpicker", "inference", {**common, "split": "test", "output_dir": str(run / "test")})
 
 
-def run_chain(budget: str, seed: int, full: Path, out: Path, methods: list[str], ablation_budget: str, preset_name: str, collect_only: bool, start: float, pseudo_precision: float, train_settings: dict, semi_settings: dict) -> list[dict]:
+def run_chain(budget: str, seed: int, full: Path, out: Path, methods: list[str], ablation_budget: str, preset_name: str, collect_only: bool, start: float, pseudo_precision: float, train_settings: dict, semi_settings: dict, weights: str) -> list[dict]:
     """Every method at one budget and seed, supervised first (teacher–student starts from it); the scored rows."""
     budget_manifest_path = budget_path(full, out, budget, seed)
     preset = PRESETS[preset_name]
@@ -146,9 +150,9 @@ def run_chain(budget: str, seed: int, full: Path, out: Path, methods: list[str],
         print(f"[{time.time() - start:7.0f} s] {budget} {method} seed {seed}", flush=True)
         if config == "train_semi" and not (run / "models" / "model.pt").is_file():
             supervised = run_dir(out, budget, "supervised", seed)
-            train_tune_test(full, budget_manifest_path, supervised, "train", train_settings, seed, preset)
-            overrides = {**overrides, **burn_in(full, supervised, pseudo_precision), **semi_settings}
-        train_tune_test(full, budget_manifest_path, run, config, overrides, seed, preset)
+            train_tune_test(full, budget_manifest_path, supervised, "train", train_settings, seed, preset, weights)
+            overrides = {**overrides, **burn_in(full, supervised, pseudo_precision, weights), **semi_settings}
+        train_tune_test(full, budget_manifest_path, run, config, overrides, seed, preset, weights)
         row = {"method": method, "budget": budget, "seed": seed, "preset": preset_name}
         records.append(scored(run / "metrics.json", full, run / "test" / "picks.csv", row))
     return records
@@ -211,6 +215,7 @@ def main(argv=None) -> None:
     parser.add_argument("--pseudo-precision", type=float, default=0.8, help="share of a class's validation picks that must be right at its pseudo-label threshold (burn_in)")
     parser.add_argument("--train-set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="override train.yaml / train_semi.yaml settings of every trained row, e.g. loss#_target_=cryoet_monai.losses.HeatmapMSELoss (with a new --out: finished runs are reused); repeatable")
     parser.add_argument("--semi-set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="override train_semi.yaml settings of the teacher–student rows, e.g. ema_decay=0.999; repeatable")
+    parser.add_argument("--checkpoint", choices=sorted(WEIGHTS), default="last", help="score the last weights (model.pt) or those of the best validation during training (model_best.pt; needs --train-set val_interval=N); teacher–student starts from the same choice of the supervised run")
     parser.add_argument("--collect-only", action="store_true", help="only tabulate the rows that have finished; run nothing")
     args = parser.parse_args(argv)
 
@@ -227,7 +232,7 @@ def main(argv=None) -> None:
 
     chains = [(budget, seed) for budget in args.budgets for seed in args.seeds]
     train_settings, semi_settings = (parse_overrides([f"--{setting}" for setting in settings]) for settings in (args.train_set, args.semi_set))
-    work = partial(run_chain, full=full, out=args.out, methods=args.methods, ablation_budget=args.budgets[0], preset_name=args.preset, collect_only=args.collect_only, start=start, pseudo_precision=args.pseudo_precision, train_settings=train_settings, semi_settings=semi_settings)
+    work = partial(run_chain, full=full, out=args.out, methods=args.methods, ablation_budget=args.budgets[0], preset_name=args.preset, collect_only=args.collect_only, start=start, pseudo_precision=args.pseudo_precision, train_settings=train_settings, semi_settings=semi_settings, weights=WEIGHTS[args.checkpoint])
     if args.workers > 1 and not args.collect_only:
         threads = max(1, (os.cpu_count() or 1) // args.workers)
         with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads, initargs=(threads,)) as pool:
@@ -245,7 +250,7 @@ def main(argv=None) -> None:
         "",
         f"Data: `{args.data}` (synthetic CZII replica, split by tomogram: {len(manifest.items('training'))} training, "
         f"{len(manifest.items('unlabeled'))} unlabeled, {len(manifest.items('validation'))} validation, {len(manifest.items('test'))} test). "
-        f"Preset `{args.preset}`: {preset}; pseudo-label precision {args.pseudo_precision}; training settings {train_settings or 'as the configs'}; teacher–student settings {semi_settings or 'as train_semi.yaml'}. Thresholds tuned on validation; scores on test. Mean ± std over seeds {args.seeds}.",
+        f"Preset `{args.preset}`: {preset}; pseudo-label precision {args.pseudo_precision}; training settings {train_settings or 'as the configs'}; teacher–student settings {semi_settings or 'as train_semi.yaml'}; scored weights `{WEIGHTS[args.checkpoint]}`. Thresholds tuned on validation; scores on test. Mean ± std over seeds {args.seeds}.",
         "Per-class columns are F1 (scored classes). "
         + ("Rows collected from finished runs (--collect-only)." if args.collect_only else f"Wall time: {(time.time() - start) / 60:.1f} min."),
         "",

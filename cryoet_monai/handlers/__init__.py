@@ -1,8 +1,9 @@
-"""Ignite handlers for training dashboards: pick overlays and MAE reconstructions in TensorBoard, the
-validation score of picks."""
+"""Ignite handlers: pick overlays and MAE reconstructions in TensorBoard, the validation score of picks, and
+the model files (final weights only on completion, the weights of the best validation run)."""
 
+from cryoet_monai.handlers.model_saver import BestModelSaver, CompletedCheckpointSaver
 from cryoet_monai.handlers.picks_overlay import TensorBoardPicksOverlay
 from cryoet_monai.handlers.reconstruction import TensorBoardReconstruction
 from cryoet_monai.handlers.score import PicksScorer
 
-__all__ = ["PicksScorer", "TensorBoardPicksOverlay", "TensorBoardReconstruction"]
+__all__ = ["BestModelSaver", "CompletedCheckpointSaver", "PicksScorer", "TensorBoardPicksOverlay", "TensorBoardReconstruction"]
