@@ -50,6 +50,11 @@ def distributed_model(
     return torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
 
 
+def unwrap_model(module: torch.nn.Module) -> torch.nn.Module:
+    """The network inside a ``DistributedDataParallel`` wrapper (``module`` itself when not wrapped)."""
+    return module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) else module
+
+
 def is_main_process() -> bool:
     """True on rank 0, or when not running distributed."""
     return not dist.is_initialized() or dist.get_rank() == 0

@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterable
 import torch
 from monai.engines import IterationEvents, SupervisedTrainer
 from monai.utils import CommonKeys as Keys
-from torch.nn.parallel import DistributedDataParallel
 
+from cryoet_monai.engines.distributed import unwrap_model
 from cryoet_monai.inference.exemplar import ExemplarSet
 
 
@@ -85,7 +85,7 @@ class CryoMAETrainer(SupervisedTrainer):
         inputs = torch.as_tensor(batchdata[Keys.IMAGE]).to(engine.state.device).float()
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        model = engine.network.module if isinstance(engine.network, DistributedDataParallel) else engine.network
+        model = unwrap_model(engine.network)
         reconstruction = model.reconstruction_loss(inputs, engine.network(inputs))
         loss = reconstruction
         self_cross = torch.zeros(())

@@ -13,7 +13,7 @@ from monai.handlers import CheckpointSaver
 from monai.utils import min_version, optional_import
 
 from cryoet_monai.data.atomic import atomic_path
-from cryoet_monai.engines.distributed import is_main_process
+from cryoet_monai.engines.distributed import is_main_process, unwrap_model
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 
@@ -72,9 +72,8 @@ class BestModelSaver:
         if math.isnan(value) or (best is not None and value <= best) or not is_main_process():
             return
         self.save_dir.mkdir(parents=True, exist_ok=True)
-        network = getattr(self.network, "module", self.network)
         with atomic_path(self.path) as tmp:
-            torch.save(network.state_dict(), tmp)
+            torch.save(unwrap_model(self.network).state_dict(), tmp)
         record = {"metric": self.metric, "value": value, "epoch": int(engine.state.epoch)}
         with atomic_path(self.record_path) as tmp:
             tmp.write_text(json.dumps(record, indent=2) + "\n")

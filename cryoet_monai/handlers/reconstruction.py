@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from monai.utils import CommonKeys, min_version, optional_import
 
-from cryoet_monai.engines.distributed import is_main_process
+from cryoet_monai.engines.distributed import is_main_process, unwrap_model
 from cryoet_monai.handlers.tensorboard import LazyTensorBoardHandler
 from cryoet_monai.visualize import slab_image
 
@@ -74,7 +74,7 @@ class TensorBoardReconstruction(LazyTensorBoardHandler):
 
     def panels(self, window: torch.Tensor) -> np.ndarray:
         """``[y, 3 · x]`` image: input | masked | reconstruction of one ``(C, *img_size)`` window."""
-        model = self.network.module if isinstance(self.network, torch.nn.parallel.DistributedDataParallel) else self.network
+        model = unwrap_model(self.network)
         x = window[None].float()
         was_training = model.training
         model.eval()
