@@ -74,3 +74,19 @@ def test_bce_gradient_at_a_missed_centre_does_not_fade_at_the_prior():
     # d/dlogit at the centre: MSE 2 * 11 * 0.99 * 0.01 * 0.99 ≈ 0.22, BCE 11 * 0.99 ≈ 10.9 (one peak: no normalisation)
     assert grads[HeatmapMSELoss] == pytest.approx(0.2134, rel=0.02)
     assert grads[HeatmapBCELoss] == pytest.approx(10.89, rel=0.02)
+
+
+@pytest.mark.parametrize("loss_class", [HeatmapMSELoss, HeatmapBCELoss])
+def test_per_class_pos_weight_weighs_each_class_channel(loss_class):
+    target = _target([((3, 4, 5), 0), ((8, 11, 10), 1)])
+    pred = torch.full((1, 2, 12, 16, 16), -3.0)  # both particles missed
+    scalar, per_class = loss_class(pos_weight=10.0), loss_class(pos_weight=[10.0, 10.0])
+    assert torch.isclose(scalar(pred, target), per_class(pred, target))
+    # raising class 1's weight adds exactly its weighted error, in channel 1 only (normalised by both peaks)
+    heavier = loss_class(pos_weight=[10.0, 50.0])(pred, target) - per_class(pred, target)
+    channel_1 = loss_class(pos_weight=40.0)(pred[:, 1:], target[:, 1:]) - loss_class(pos_weight=0.0)(pred[:, 1:], target[:, 1:])
+    assert heavier > 0 and torch.isclose(heavier, channel_1 / 2)
+    with pytest.raises(ValueError, match="3 values for 2 classes"):
+        loss_class(pos_weight=[1.0, 2.0, 3.0])(pred, target)
+    with pytest.raises(ValueError, match="non-negative"):
+        loss_class(pos_weight=[1.0, -2.0])

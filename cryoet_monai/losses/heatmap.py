@@ -11,6 +11,8 @@ label (``ConcatItemsd(keys=["heatmap", "loss_mask"], name="label")``) with ``mas
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch.nn.modules.loss import _Loss
@@ -90,17 +92,27 @@ class HeatmapMSELoss(MaskedHeatmapLoss):
     """Weighted squared error between ``sigmoid(pred)`` and the heatmap, heavier near particles.
 
     Args:
-        pos_weight: extra weight at a centre: a voxel weighs ``1 + pos_weight * target``.
+        pos_weight: extra weight at a centre: a voxel weighs ``1 + pos_weight * target``; one value, or one per
+            class (channel order).
         mask_channel: see :class:`MaskedHeatmapLoss`.
         peak_min_value: see :class:`MaskedHeatmapLoss`.
     """
 
-    def __init__(self, pos_weight: float = 10.0, mask_channel: bool = False, peak_min_value: float = 0.5):
+    def __init__(self, pos_weight: float | Sequence[float] = 10.0, mask_channel: bool = False, peak_min_value: float = 0.5):
         super().__init__(mask_channel, peak_min_value)
-        self.pos_weight = pos_weight
+        weights = torch.as_tensor(pos_weight, dtype=torch.float32)
+        if weights.ndim > 1 or bool((weights < 0).any()):
+            raise ValueError(f"pos_weight must be one non-negative value or one per class, got {pos_weight!r}")
+        self.register_buffer("pos_weight", weights.reshape(-1, 1, 1, 1) if weights.ndim else weights)
+
+    def weight(self, target: torch.Tensor) -> torch.Tensor:
+        """``1 + pos_weight * target``, with one weight per class channel when ``pos_weight`` has one per class."""
+        if self.pos_weight.ndim and len(self.pos_weight) != target.shape[1]:
+            raise ValueError(f"pos_weight has {len(self.pos_weight)} values for {target.shape[1]} classes")
+        return 1 + self.pos_weight.to(target) * target
 
     def voxel_loss(self, pred, target, peaks):
-        return (1 + self.pos_weight * target) * (torch.sigmoid(pred) - target) ** 2
+        return self.weight(target) * (torch.sigmoid(pred) - target) ** 2
 
 
 class HeatmapBCELoss(HeatmapMSELoss):
@@ -112,4 +124,4 @@ class HeatmapBCELoss(HeatmapMSELoss):
     """
 
     def voxel_loss(self, pred, target, peaks):
-        return (1 + self.pos_weight * target) * F.binary_cross_entropy_with_logits(pred, target, reduction="none")
+        return self.weight(target) * F.binary_cross_entropy_with_logits(pred, target, reduction="none")
