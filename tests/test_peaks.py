@@ -90,3 +90,16 @@ def test_picks_round_trip_angstrom_voxel():
     assert picks.iloc[:1].equals(expected)
     with pytest.raises(ValueError, match="class names"):
         peaks_to_picks(points, labels + 1, np.ones(6), ["apo", "ribo"], 10.0, "TS")
+
+
+def test_picking_at_a_threshold_equals_filtering_low_threshold_picks():
+    # thresholds are tuned by picking once at a low threshold and filtering by score; deployment picks at the
+    # tuned threshold, so both must give the same peaks on a noisy map
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.rand((1, 40, 40, 40), generator=generator)
+    hm = torch.nn.functional.avg_pool3d(noise[None], kernel_size=3, stride=1, padding=1)[0]
+    low, low_labels, low_scores = find_peaks(hm, min_distance=3, thresholds=0.0)
+    for threshold in np.quantile(low_scores.numpy(), [0.1, 0.5, 0.9]):
+        kept = low_scores >= float(threshold)
+        found, found_labels, _ = find_peaks(hm, min_distance=3, thresholds=float(threshold))
+        assert _as_set(found, found_labels) == _as_set(low[kept], low_labels[kept])

@@ -88,6 +88,8 @@ def test_a_class_with_threshold_one_gets_no_pseudo_particles_but_keeps_its_backg
         assert pseudo[0, 0].max() == pytest.approx(1.0) and pseudo[0, 1].max() == 0
         assert bool(trusted[0, 1, 0, 0, 0])  # far from the particle: trusted background of the silent class too
         assert bool(trusted[0, 1, 6, 10, 10]) == (negative is None)  # at the particle only without negative_threshold
+    silent, _ = MultiViewPseudoLabeler([37.5, 37.5], 25.0, thresholds=1.0, views=[0])(teacher, torch.zeros(1, 1, *shape))
+    assert silent.shape == (1, 2, *shape) and silent.max() == 0
     faint = 0.6 * blob  # peak probability 0.6: a pseudo-particle at threshold 0.55, not at 0.75
 
     def faint_teacher(x):

@@ -99,11 +99,9 @@ class MultiViewPseudoLabeler:
         thresholds = per_class(thresholds, num_classes, "thresholds")
         self.num_classes = num_classes
         self.sigmas = class_sigmas(radii_angstrom, voxel_size, sigma_scale)
-        silent = thresholds >= 1.0
-        self.silent = [int(c) for c in np.flatnonzero(silent)]
-        finite = np.where(silent, 0.5, thresholds)  # any finite value for the silent classes
-        self.logit_thresholds = torch.logit(torch.tensor(finite, dtype=torch.float64)).tolist()
-        self.min_distance = [nms_radius_scale * r / voxel_size for r in radii_angstrom]
+        self.active = [int(c) for c in np.flatnonzero(thresholds < 1.0)]
+        self.logit_thresholds = torch.logit(torch.tensor(thresholds[self.active], dtype=torch.float64)).tolist()
+        self.min_distance = [nms_radius_scale * radii_angstrom[c] / voxel_size for c in self.active]
         self.views = [int(k) for k in views]
         self.negative_threshold = None
         if negative_threshold is not None:
@@ -129,9 +127,10 @@ class MultiViewPseudoLabeler:
         fused = self.fuse(network, images).float()
         heatmaps = []
         for logits in fused:
-            points, labels, _ = find_peaks(logits, self.min_distance, self.logit_thresholds)
-            keep = ~torch.isin(labels, torch.as_tensor(self.silent, dtype=labels.dtype, device=labels.device))
-            points, labels = points[keep], labels[keep]
+            points, labels = torch.zeros((0, 3)), torch.zeros((0,), dtype=torch.int64)
+            if self.active:
+                points, active_labels, _ = find_peaks(logits[self.active], self.min_distance, self.logit_thresholds)
+                labels = torch.as_tensor(self.active, device=active_labels.device)[active_labels]
             heatmaps.append(render_heatmap(points, labels, self.sigmas, logits.shape[1:], self.num_classes))
         heatmaps = torch.stack(heatmaps).to(device=images.device, dtype=images.dtype)
         if self.negative_threshold is None:
