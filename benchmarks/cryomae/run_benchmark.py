@@ -200,6 +200,7 @@ def markdown(rows: list[dict], args) -> str:
 
 
 def main(argv=None):
+    import shlex
     import sys
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -226,7 +227,7 @@ def main(argv=None):
     parser.add_argument("--unet-full-iterations", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
-    args.command_line = " ".join(sys.argv[1:] if argv is None else argv)
+    args.command_line = shlex.join(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
     rows = []
     if "real" in args.tables and args.empiar is not None and args.empiar.is_dir():

@@ -27,6 +27,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -287,7 +288,7 @@ def main(argv=None) -> None:
         *targets(frame, "mean_f1_f1_thresholds"),
         "",
         "Reproduce: `cryoet-monai synth --out DATA --preset czii-bin2 --seed 0 --templates ../shared/data/templates_10A "
-        "--layout ../shared/data/czii_picks`, then `python benchmarks/label_efficiency/run.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`",
+        "--layout ../shared/data/czii_picks`, then `python benchmarks/label_efficiency/run.py " + shlex.join(sys.argv[1:] if argv is None else argv) + "`",
     ]
     args.results.write_text("\n".join(text) + "\n")
     print("\n".join(text))
