@@ -10,9 +10,9 @@ ribosome would become hundreds of picks. :func:`find_peaks` therefore, per class
 2. takes the voxels that are maxima of their 3×3×3 neighbourhood in the smoothed map;
 3. moves each one uphill in the *original* map (to its strictly larger 3×3×3 maximum, repeatedly),
    so sharp peaks land exactly on their voxel while a point on a plateau stays put, and keeps
-   those whose original value reaches the class threshold (only then: a start below the threshold
-   may climb above it, so picking at a threshold gives exactly the peaks that picking at a lower one
-   keeps with scores above it, which is how thresholds are tuned);
+   those whose original value reaches the class threshold. Every start climbs, even one below the
+   threshold (it may end above it), so picking at a threshold gives exactly the peaks that picking
+   at a lower one keeps with scores above it — which is how thresholds are tuned;
 4. runs greedy non-maximum suppression: in decreasing original value (ties, as on a plateau,
    in decreasing smoothed value) a candidate is kept unless a kept peak of its class lies within
    ``min_distance`` voxels.
