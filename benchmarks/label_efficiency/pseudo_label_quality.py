@@ -3,8 +3,9 @@
 For a teacher–student run of ``run.py``: the run's pseudo-label thresholds (set from its supervised start's
 validation picks, as ``run.py`` does), the teacher's prediction fused over the pseudo-labeler's views on the whole
 unlabeled tomogram, its peaks above those thresholds (``inference.yaml`` with ``tta_views`` = the teacher's views,
-the same mean of inverse-mapped logits; picked once at the lowest threshold, then filtered), scored against the synthetic truth of that tomogram (hit within half a
-radius) — for the teacher at the start (the supervised model) and at the end of teacher–student training.
+the same mean of inverse-mapped logits; picked once at the lowest threshold, then filtered), scored against the
+synthetic truth of that tomogram (hit within half a radius) — for the teacher at the start (the supervised model)
+and at the end of teacher–student training.
 Training sees the tomogram as crops, so this is the pseudo-labels' quality up to crop edges.
 
     python benchmarks/label_efficiency/pseudo_label_quality.py --data DATA --run RUNS/runs/1pct/teacher-student/seed0 --out Q
@@ -18,7 +19,9 @@ import sys
 from pathlib import Path
 
 import torch
+from monai.bundle import ConfigParser
 
+from cryoet_monai.bundles import bundle_dir
 from cryoet_monai.cli import run_bundle
 from cryoet_monai.data.manifest import load_manifest
 from cryoet_monai.data.picks import read_picks
@@ -29,7 +32,7 @@ from cryoet_monai.metrics import score_picks
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import burn_in  # noqa: E402
 
-TEACHER_VIEWS = [0, 1, 2, 8]  # train_semi.yaml `teacher_views`
+TEACHER_VIEWS = ConfigParser.load_config_file(bundle_dir("semietpicker") / "configs" / "train_semi.yaml")["teacher_views"]
 
 
 def unlabeled_truth_manifest(data: Path, out: Path) -> Path:
@@ -66,6 +69,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="a teacher-student run folder of run.py (…/runs/<budget>/teacher-student/seed<N>)")
     parser.add_argument("--supervised", type=Path, help="its supervised start (default: …/supervised/seed<N> beside it)")
     parser.add_argument("--pseudo-precision", type=float, default=0.8, help="as given to run.py")
+    parser.add_argument("--views", type=int, nargs="+", default=TEACHER_VIEWS, help="the run's teacher views (default: train_semi.yaml's)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     supervised = args.supervised or args.run.parent.parent / "supervised" / args.run.name
@@ -82,7 +86,7 @@ def main() -> None:
         picks_dir = args.out / teacher.split()[0]
         if not (picks_dir / "picks.csv").is_file():
             lowest = [float(min(DEFAULT_CANDIDATES))] * len(names)
-            run_bundle("semietpicker", "inference", {"manifest": str(truth), "split": "test", "model_path": str(weights), "thresholds": lowest, "tta_views": TEACHER_VIEWS, "output_dir": str(picks_dir)})
+            run_bundle("semietpicker", "inference", {"manifest": str(truth), "split": "test", "model_path": str(weights), "thresholds": lowest, "tta_views": args.views, "output_dir": str(picks_dir)})
         picks = apply_thresholds(read_picks(picks_dir / "picks.csv", ndim=3), dict(zip(names, thresholds)))
         result = score_picks(picks, load_manifest(truth), "test")
         for c in active:
