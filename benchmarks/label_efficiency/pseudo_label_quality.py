@@ -76,7 +76,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     truth = unlabeled_truth_manifest(args.data, args.out)
     thresholds = burn_in(args.data / "manifest.json", supervised, args.pseudo_precision, "model.pt")["pseudo_threshold"]
-    names = load_manifest(truth).class_names
+    truth_manifest = load_manifest(truth)
+    names = truth_manifest.class_names
     active = [c for c, t in enumerate(thresholds) if t < 1.0]
     print(f"pseudo-label thresholds: {dict(zip(names, thresholds))}")
     if not active:
@@ -88,7 +89,7 @@ def main() -> None:
             lowest = [float(min(DEFAULT_CANDIDATES))] * len(names)
             run_bundle("semietpicker", "inference", {"manifest": str(truth), "split": "test", "model_path": str(weights), "thresholds": lowest, "tta_views": args.views, "output_dir": str(picks_dir)})
         picks = apply_thresholds(read_picks(picks_dir / "picks.csv", ndim=3), dict(zip(names, thresholds)))
-        result = score_picks(picks, load_manifest(truth), "test")
+        result = score_picks(picks, truth_manifest, "test")
         for c in active:
             r = result["classes"][names[c]]
             rows.append(f"| {teacher} | {names[c]} | {thresholds[c]:.2f} | {r['tp'] + r['fp']} | {r['tp'] + r['fn']} | {r['precision']:.3f} | {r['recall']:.3f} |")
