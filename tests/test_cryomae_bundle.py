@@ -94,3 +94,22 @@ def test_pretrain_and_pick_find_planted_particles(micrographs, tmp_path, monkeyp
     chance = min(len(picks) * np.pi * (0.5 * radius) ** 2 / 192**2, 1.0)  # recall of as many random picks
     assert result["recall"] > max(0.5, 3 * chance), result
     assert result["precision"] > 0.5, result
+
+
+def _neighbour_correlation(image: np.ndarray) -> float:
+    return float(np.corrcoef(image[:, :-1].ravel(), image[:, 1:].ravel())[0, 1])
+
+
+def test_lowpass_smooths_after_down_sampling_and_turns_off_at_zero(micrographs):
+    from monai.bundle import ConfigParser
+
+    images = {}
+    for sigma in (0.0, 1.0):
+        parser = ConfigParser()
+        parser.read_config(str(CONFIGS / "pick.yaml"))
+        parser.update({"manifest": str(micrographs), "lowpass_sigma_px": sigma})
+        item = load_manifest(micrographs).items("test")[0].as_dict()
+        images[sigma] = parser.get_parsed_content("preprocessing")(item)["image"][0].numpy()
+    assert images[0.0].shape == images[1.0].shape
+    assert images[1.0].std() == pytest.approx(1.0, abs=0.01)  # unit variance again after the low-pass
+    assert _neighbour_correlation(images[1.0]) > _neighbour_correlation(images[0.0]) + 0.2
