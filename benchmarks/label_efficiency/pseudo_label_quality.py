@@ -83,11 +83,12 @@ def main() -> None:
     if not active:
         raise SystemExit(f"{args.run}: no class gets pseudo-particles (every threshold is 1); nothing to score")
     rows = []
-    for teacher, weights in (("start (supervised)", supervised / "models" / "model.pt"), ("end", teacher_weights(args.run, args.out))):
-        picks_dir = args.out / teacher.split()[0]
+    teachers = {"start (supervised)": lambda: supervised / "models" / "model.pt", "end": lambda: teacher_weights(args.run, args.out)}
+    for teacher, weights in teachers.items():
+        picks_dir = args.out / f"{teacher.split()[0]}_views_{'_'.join(map(str, args.views))}"  # cached picks only for the same views
         if not (picks_dir / "picks.csv").is_file():
             lowest = [float(min(DEFAULT_CANDIDATES))] * len(names)
-            run_bundle("semietpicker", "inference", {"manifest": str(truth), "split": "test", "model_path": str(weights), "thresholds": lowest, "tta_views": args.views, "output_dir": str(picks_dir)})
+            run_bundle("semietpicker", "inference", {"manifest": str(truth), "split": "test", "model_path": str(weights()), "thresholds": lowest, "tta_views": args.views, "output_dir": str(picks_dir)})
         picks = apply_thresholds(read_picks(picks_dir / "picks.csv", ndim=3), dict(zip(names, thresholds)))
         result = score_picks(picks, truth_manifest, "test")
         for c in active:
