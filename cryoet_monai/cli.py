@@ -225,6 +225,14 @@ def cmd_manifest(args, _):
         from cryoet_monai.data.masks import manifest_from_masks
 
         print(f"wrote {manifest_from_masks(args.data_dir, args.template, args.out)}")
+    elif args.manifest_command == "from-micrographs":
+        from cryoet_monai.data.micrographs import manifest_from_micrographs
+
+        path = manifest_from_micrographs(
+            args.micrographs, args.exemplars, args.diameter_px, args.out, particle=args.particle,
+            exemplars_micrograph=args.exemplars_micrograph, pixel_size=args.pixel_size,
+        )
+        print(f"wrote {path}")
     elif args.manifest_command == "check":
         from cryoet_monai.data.manifest import load_manifest
 
@@ -356,6 +364,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("data_dir", help="folder with images/ and masks/ (e.g. the EMPIAR-10017 micrographs)")
     m.add_argument("--template", default=str(Path(__file__).resolve().parent.parent / "data_manifests" / "empiar10017.json"))
     m.add_argument("--out", required=True)
+    m = msub.add_parser("from-micrographs", help="a 2D manifest for few-shot picking: micrographs and a picks file of a few exemplars")
+    m.add_argument("micrographs", nargs="+", help="micrograph files (MRC, TIFF, PNG, JPEG); those without exemplars become the test split")
+    m.add_argument("--exemplars", required=True, help="picks file (CSV or RELION STAR, pixels) of the hand-picked particles")
+    m.add_argument("--diameter-px", type=float, required=True, help="particle diameter in pixels")
+    m.add_argument("--particle", help="class name (default: the exemplar file's)")
+    m.add_argument("--exemplars-micrograph", help="micrograph id of a STAR file without rlnMicrographName")
+    m.add_argument("--pixel-size", type=float, help="Å per pixel (default: the MRC header, else 1)")
+    m.add_argument("--out", required=True, help="manifest to write; exemplar picks go to picks/ beside it")
     m = msub.add_parser("check", help="load and validate a manifest")
     m.add_argument("manifest")
     m = msub.add_parser("budget", help="write a label-budget manifest")
