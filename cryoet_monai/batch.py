@@ -51,8 +51,9 @@ def use_local_gpu() -> None:
 
 
 def single_item_manifest(manifest: Manifest, item, path: Path) -> Path:
-    """Write a manifest holding only ``item`` in the ``test`` split (absolute paths)."""
-    one = Manifest(manifest.name, manifest.ndim, manifest.voxel_size, manifest.classes, {"test": [item]})
+    """Write a manifest whose ``test`` split holds only ``item``, beside the ``training`` items (exemplar-based
+    bundles such as CryoMAE take their exemplars from the first one); absolute paths."""
+    one = Manifest(manifest.name, manifest.ndim, manifest.voxel_size, manifest.classes, {"training": manifest.items("training"), "test": [item]})
     return one.save(path)
 
 
@@ -135,7 +136,7 @@ class BatchPicker:
                 print(f"batch: {item.id} FAILED: {err}", flush=True)
             hours = (time.time() - start) / 3600
             rate = counts["done"] / hours if hours > 0 and counts["done"] else 0.0
-            print(f"batch: {n}/{len(todo)} {item.id} — done {counts['done']}, skipped {counts['skipped']}, failed {counts['failed']}, {rate:.1f} tomograms/hour", flush=True)
+            print(f"batch: {n}/{len(todo)} {item.id} — done {counts['done']}, skipped {counts['skipped']}, failed {counts['failed']}, {rate:.1f} items/hour", flush=True)
         counts["pending"] = sum(not self.result_path(it.id).is_file() and not self.failure_path(it.id).is_file() for it in self.items)
         if counts["pending"] == 0:
             self.merge()
@@ -159,5 +160,5 @@ class BatchPicker:
             from cryoet_monai.data.copick_io import write_copick_overlay
 
             write_copick_overlay(merged, self.out / "copick_overlay")
-        print(f"batch: merged {len(tables)} tomograms ({len(merged)} picks) into {path}; {len(failures)} failed (see failures.json)")
+        print(f"batch: merged {len(tables)} items ({len(merged)} picks) into {path}; {len(failures)} failed (see failures.json)")
         return path

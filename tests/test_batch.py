@@ -93,3 +93,16 @@ def test_corrupt_tomogram_is_reported_and_skipped(blob_bundle, noisy_manifest, t
     assert [f["id"] for f in failures] == ["TS_2"] and "truncated MRC" in failures[0]["error"]
     assert sorted(set(pd.read_csv(tmp_path / "batch" / "picks.csv")["experiment"])) == [i for i in ids if i != "TS_2"]
     assert (tmp_path / "batch" / "picks.star").stat().st_size > 0
+
+
+def test_cryomae_batch_takes_its_exemplars_from_the_training_micrograph(tmp_path):
+    """Exemplar-based bundles read the manifest's training item: each one-item manifest must keep it."""
+    from cryoet_monai.data.manifest import load_manifest
+    from cryoet_monai.data.synthetic_2d import synthesize_micrographs
+
+    path = synthesize_micrographs(tmp_path / "mics", num_micrographs=3, shape=(160, 160), radius=10, num_particles=15, seed=3)
+    test_ids = {it.id for it in load_manifest(path).items("test")}
+    counts = BatchPicker("cryomae", path, tmp_path / "batch", config="pick", overrides={"num_exemplars": 8}).run()  # the shipped model
+    assert counts == {"done": len(test_ids), "skipped": 0, "failed": 0, "pending": 0}
+    picks = pd.read_csv(tmp_path / "batch" / "picks.csv")
+    assert set(picks["micrograph"]) == test_ids and len(picks) >= len(test_ids)
