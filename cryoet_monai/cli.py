@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--template", default=str(Path(__file__).resolve().parent.parent / "data_manifests" / "empiar10017.json"))
     m.add_argument("--out", required=True)
     m = msub.add_parser("from-micrographs", help="a 2D manifest for few-shot picking: micrographs and a picks file of a few exemplars")
-    m.add_argument("micrographs", nargs="+", help="micrograph files (MRC, TIFF, PNG, JPEG); those without exemplars become the test split")
+    m.add_argument("micrographs", nargs="+", help="micrograph files (MRC, TIFF, PNG, JPEG) or folders of them; those without exemplars become the test split")
     m.add_argument("--exemplars", required=True, help="picks file (CSV or RELION STAR, pixels) of the hand-picked particles")
     m.add_argument("--diameter-px", type=float, required=True, help="particle diameter in pixels")
     m.add_argument("--particle", help="class name (default: the exemplar file's)")

@@ -28,8 +28,8 @@ def manifest_from_micrographs(
     """Write a 2D manifest for few-shot picking of ``micrographs`` from the exemplars in one picks file.
 
     Args:
-        micrographs: image files (MRC or 8-bit TIFF/PNG/JPEG); a file's name without its suffix is the micrograph id
-            that picks files use.
+        micrographs: image files (MRC or 8-bit TIFF/PNG/JPEG), or folders of them; a file's name without its suffix
+            is the micrograph id that picks files use.
         exemplars: picks file of the hand-picked particles (CSV or RELION STAR, pixels).
         diameter_px: particle diameter in pixels of the micrographs.
         out: path of the manifest to write.
@@ -92,7 +92,10 @@ def manifest_from_micrographs(
 
 def _micrographs_by_id(micrographs: Sequence, out: Path) -> dict[str, Path]:
     images: dict[str, Path] = {}
-    for file in map(lambda p: Path(p).resolve(), micrographs):
+    files = []
+    for given in map(lambda p: Path(p).resolve(), micrographs):  # a folder stands for its micrographs (no shell limit)
+        files += sorted(f for f in given.iterdir() if f.suffix.lower() in MRC_SUFFIXES + PICTURE_SUFFIXES) if given.is_dir() else [given]
+    for file in files:
         if not file.is_file():
             raise ManifestError(f"{file}: micrograph not found")
         if file.suffix.lower() not in MRC_SUFFIXES + PICTURE_SUFFIXES:
