@@ -101,6 +101,16 @@ def test_bad_exemplars_are_named_and_leave_nothing_behind(synthetic, tmp_path, c
     assert not (tmp_path / "out" / "manifest.json").exists() and not list((tmp_path / "out").glob("picks/*.csv"))
 
 
+def test_the_exemplar_file_is_never_overwritten(synthetic, tmp_path):
+    _, images = synthetic
+    first = sorted(images)[0]
+    exemplars = write_picks(make_picks([first, first], "p", [[10, 10], [20, 20]]), tmp_path / "picks" / f"{first}.csv")
+    before = exemplars.read_bytes()
+    with pytest.raises(ManifestError, match="would overwrite"):
+        manifest_from_micrographs(list(images.values()), exemplars, 16, tmp_path / "manifest.json")
+    assert exemplars.read_bytes() == before and not (tmp_path / "manifest.json").exists()
+
+
 def test_two_files_with_one_id_are_refused(synthetic, tmp_path):
     _, images = synthetic
     first = sorted(images.values())[0]

@@ -77,7 +77,10 @@ def manifest_from_micrographs(
     try:
         training = []
         for micrograph in order:
-            written.append(write_picks(table[table["micrograph"] == micrograph], out.parent / "picks" / f"{micrograph}.csv"))
+            destination = out.parent / "picks" / f"{micrograph}.csv"
+            if destination == Path(exemplars).resolve():
+                raise ManifestError(f"{exemplars}: the manifest would overwrite it with picks/{micrograph}.csv; write the manifest to another folder")
+            written.append(write_picks(table[table["micrograph"] == micrograph], destination))
             training.append(Item(micrograph, images[micrograph], written[-1], voxel_size=float(pixel_size)))
         test = [Item(micrograph, path, voxel_size=float(pixel_size)) for micrograph, path in images.items() if micrograph not in order]
         manifest = Manifest(name, 2, float(pixel_size), [ParticleClass(classes[0], diameter_px / 2.0)], {"training": training, "test": test})
