@@ -103,12 +103,12 @@ def _neighbour_correlation(image: np.ndarray) -> float:
 def test_lowpass_smooths_after_down_sampling_and_turns_off_at_zero(micrographs):
     from monai.bundle import ConfigParser
 
+    item = load_manifest(micrographs).items("test")[0].as_dict()
     images = {}
     for sigma in (0.0, 1.0):
         parser = ConfigParser()
         parser.read_config(str(CONFIGS / "pick.yaml"))
         parser.update({"manifest": str(micrographs), "lowpass_sigma_px": sigma})
-        item = load_manifest(micrographs).items("test")[0].as_dict()
         images[sigma] = parser.get_parsed_content("preprocessing")(item)["image"][0].numpy()
     assert images[0.0].shape == images[1.0].shape
     assert images[1.0].std() == pytest.approx(1.0, abs=0.01)  # unit variance again after the low-pass

@@ -14,6 +14,8 @@ from cryoet_monai.data.manifest import Item, Manifest, ManifestError, ParticleCl
 from cryoet_monai.data.picks import PicksError, read_picks, write_picks
 from cryoet_monai.data.readers import MRC_SUFFIXES, PICTURE_SUFFIXES, image_info
 
+MICROGRAPH_SUFFIXES = MRC_SUFFIXES + PICTURE_SUFFIXES
+
 
 def manifest_from_micrographs(
     micrographs: Sequence,
@@ -97,12 +99,12 @@ def _micrographs_by_id(micrographs: Sequence, out: Path) -> dict[str, Path]:
     images: dict[str, Path] = {}
     files = []
     for given in map(lambda p: Path(p).resolve(), micrographs):  # a folder stands for its micrographs (no shell limit)
-        files += sorted(f for f in given.iterdir() if f.suffix.lower() in MRC_SUFFIXES + PICTURE_SUFFIXES) if given.is_dir() else [given]
+        files += sorted(f for f in given.iterdir() if f.suffix.lower() in MICROGRAPH_SUFFIXES) if given.is_dir() else [given]
     for file in files:
         if not file.is_file():
             raise ManifestError(f"{file}: micrograph not found")
-        if file.suffix.lower() not in MRC_SUFFIXES + PICTURE_SUFFIXES:
-            raise ManifestError(f"{file}: not a micrograph format ({', '.join(MRC_SUFFIXES + PICTURE_SUFFIXES)})")
+        if file.suffix.lower() not in MICROGRAPH_SUFFIXES:
+            raise ManifestError(f"{file}: not a micrograph format ({', '.join(MICROGRAPH_SUFFIXES)})")
         if file.stem in images:
             raise ManifestError(f"{file} and {images[file.stem]} have the same id '{file.stem}'; micrograph ids must be unique")
         images[file.stem] = file
