@@ -8,6 +8,7 @@ import torch
 from cryoet_monai.data.picks import make_picks, within_border
 from cryoet_monai.inference.exemplar import (
     ExemplarSet,
+    ExemplarSimilarityInferer,
     SimilarityToPicks,
     density_threshold,
     grid_to_pixels,
@@ -131,6 +132,35 @@ def test_similarity_map_positions_follow_the_token_centres():
     assert float(sim[7, 9]) == pytest.approx(1.0, abs=1e-5)
     assert float(sim.max()) == pytest.approx(1.0, abs=1e-5)
     np.testing.assert_allclose(grid_to_pixels(np.array([7, 9]), 4), [27.5, 35.5])
+
+
+def local_encoder(spatial_dims: int, window: int) -> CryoMAE:
+    """A token sees only its own patch (no attention, no position embedding): exact positions in tests."""
+    return CryoMAE(1, (window,) * spatial_dims, 16, hidden_size=24, mlp_dim=32, num_layers=0, num_heads=2, pos_embed_type="none",
+                   decoder_hidden_size=12, decoder_mlp_dim=16, decoder_num_layers=1, decoder_num_heads=2, spatial_dims=spatial_dims).eval()
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_view_averaged_similarity_stays_on_the_grid(spatial_dims):
+    """Every view, turned back, puts an exemplar's exact match (1.0) on the same grid position, also when the
+    image size is not a multiple of the stride: the average over all views is still 1 there."""
+    torch.manual_seed(0)
+    net = local_encoder(spatial_dims, 48)
+    spatial = (70, 90) if spatial_dims == 2 else (38, 46, 42)
+    image = torch.randn(1, *spatial)
+    xyz = [35.5, 27.5] if spatial_dims == 2 else [27.5, 19.5, 11.5]  # grid (7, 9) / (3, 5, 7) at stride 4
+    point = make_picks("m", "p", [xyz], ndim=spatial_dims)
+    exemplars = ExemplarSet(image, pd.concat([point, point]), spatial, 48, 16)
+    views = list(range(8 if spatial_dims == 2 else 16))
+    plain = ExemplarSimilarityInferer(exemplars, stride=4)(image[None], net)[0, 0]
+    averaged = ExemplarSimilarityInferer(exemplars, stride=4, views=views)(image[None], net)[0, 0]
+    index = (7, 9) if spatial_dims == 2 else (3, 5, 7)
+    assert averaged.shape == plain.shape == tuple(n // 4 + 1 for n in spatial)
+    assert float(plain[index]) == pytest.approx(1.0, abs=1e-5)
+    assert float(averaged[index]) == pytest.approx(1.0, abs=1e-5)
+    assert not torch.allclose(averaged, plain, atol=1e-3)  # the other views do change the map elsewhere
+    with pytest.raises(ValueError, match="views"):
+        ExemplarSimilarityInferer(exemplars, views=[len(views)])
 
 
 def test_density_thresholds_split_two_populations():

@@ -43,6 +43,7 @@ from cryoet_monai.data.picks import coord_columns, item_column, make_picks, read
 from cryoet_monai.inference.peaks import find_peaks
 from cryoet_monai.inference.sliding_window import Autocast
 from cryoet_monai.transforms.rescale import to_original, to_rescaled
+from cryoet_monai.transforms.views import NUM_VIEWS, invert_view_volume, view_volume
 
 REDUCTIONS = ("mean", "max", "prototype")
 THRESHOLD_METHODS = ("otsu", "valley")
@@ -401,21 +402,50 @@ def _shape(value) -> tuple[int, ...]:
 class ExemplarSimilarityInferer:
     """Inferer for a MONAI evaluator: a batch of one preprocessed image → its ``(1, 1, *grid)`` similarity map.
 
+    Test-time views (:mod:`cryoet_monai.transforms.views`): for each view the image and the exemplar windows
+    are turned alike, the similarity map of the turned image is turned back, and the maps are averaged. The
+    image is first zero-padded at its far end to a multiple of ``stride`` so every view's grid falls on the
+    same pixels. A micrograph has the 8 views of its plane (0–7), a tomogram all 16.
+
     Args:
         exemplars: the :class:`ExemplarSet` to match.
         stride: grid spacing in pixels (divides the patch size).
         reduction: ``mean``, ``max`` or ``prototype``.
         batch_size: windows encoded at once.
         amp: encode under autocast (see :func:`similarity_map`).
+        views: view indices whose maps are averaged; ``[0]`` is plain matching.
     """
 
-    def __init__(self, exemplars: ExemplarSet, stride: int = 4, reduction: str = "mean", batch_size: int = 16, amp: bool = False) -> None:
+    def __init__(
+        self, exemplars: ExemplarSet, stride: int = 4, reduction: str = "mean", batch_size: int = 16, amp: bool = False, views: Sequence[int] = (0,)
+    ) -> None:
         self.exemplars, self.stride, self.reduction, self.batch_size = exemplars, int(stride), reduction, int(batch_size)
         self.amp = bool(amp)
+        self.views = [int(k) for k in views]
+        ndim = len(exemplars.window)
+        allowed = NUM_VIEWS if ndim == 3 else NUM_VIEWS // 2
+        if not self.views or any(not 0 <= k < allowed for k in self.views):
+            raise ValueError(f"views must be a non-empty list of indices in 0..{allowed - 1} for {ndim}D images, got {list(views)}")
 
     @torch.no_grad()
     def __call__(self, inputs: torch.Tensor, network) -> torch.Tensor:
         network.eval()
-        embeddings = self.exemplars.embeddings(network)
-        maps = [similarity_map(network, image, embeddings, self.stride, self.reduction, self.batch_size, self.amp) for image in inputs]
+        if self.views == [0]:
+            embeddings = self.exemplars.embeddings(network)
+            maps = [similarity_map(network, image, embeddings, self.stride, self.reduction, self.batch_size, self.amp) for image in inputs]
+        else:
+            maps = [self._view_average(network, image) for image in inputs]
         return torch.stack(maps)[:, None]
+
+    def _view_average(self, network, image: torch.Tensor) -> torch.Tensor:
+        spatial = tuple(image.shape[1:])
+        padding = [v for n in spatial[::-1] for v in (0, (-n) % self.stride)]
+        padded = F.pad(image[None], padding)[0]
+        device = next(network.parameters()).device
+        total = 0.0
+        for k in self.views:
+            embeddings = centre_tokens(network.encode(view_volume(self.exemplars.windows, k).to(device)))
+            similarity = similarity_map(network, view_volume(padded, k), embeddings, self.stride, self.reduction, self.batch_size, self.amp)
+            # a micrograph's map gets a leading axis so the (z, y, x) views act on its (y, x)
+            total = total + (invert_view_volume(similarity[None], k)[0] if len(spatial) == 2 else invert_view_volume(similarity, k))
+        return (total / len(self.views))[tuple(slice(0, g) for g in similarity_grid_shape(spatial, self.stride))]
