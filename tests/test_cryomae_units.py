@@ -163,6 +163,16 @@ def test_view_averaged_similarity_stays_on_the_grid(spatial_dims):
         ExemplarSimilarityInferer(exemplars, views=[len(views)])
 
 
+def test_view_zero_is_plain_matching():
+    """The far-end padding for the views never reaches a token of the unpadded grid, also with attention."""
+    torch.manual_seed(0)
+    net = tiny_mae().eval()
+    image = torch.randn(1, 70, 90)
+    exemplars = ExemplarSet(image, make_picks("m", "p", [[30.0, 30.0], [50.0, 40.0]], ndim=2), (70, 90), (48, 48), 16)
+    plain = similarity_map(net, image, exemplars.embeddings(net), stride=4)
+    assert torch.equal(ExemplarSimilarityInferer(exemplars, stride=4)(image[None], net)[0, 0], plain)
+
+
 def test_density_thresholds_split_two_populations():
     rng = np.random.default_rng(0)
     scores = np.concatenate([rng.normal(0.2, 0.05, 400), rng.normal(0.7, 0.05, 100)])

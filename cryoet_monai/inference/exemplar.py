@@ -405,7 +405,8 @@ class ExemplarSimilarityInferer:
     Test-time views (:mod:`cryoet_monai.transforms.views`): for each view the image and the exemplar windows
     are turned alike, the similarity map of the turned image is turned back, and the maps are averaged. The
     image is first zero-padded at its far end to a multiple of ``stride`` so every view's grid falls on the
-    same pixels. A micrograph has the 8 views of its plane (0–7), a tomogram all 16.
+    same pixels (the padding is beyond every token of the unpadded grid, so view 0 alone is plain matching).
+    A micrograph has the 8 views of its plane (0–7), a tomogram all 16.
 
     Args:
         exemplars: the :class:`ExemplarSet` to match.
@@ -430,12 +431,7 @@ class ExemplarSimilarityInferer:
     @torch.no_grad()
     def __call__(self, inputs: torch.Tensor, network) -> torch.Tensor:
         network.eval()
-        if self.views == [0]:
-            embeddings = self.exemplars.embeddings(network)
-            maps = [similarity_map(network, image, embeddings, self.stride, self.reduction, self.batch_size, self.amp) for image in inputs]
-        else:
-            maps = [self._view_average(network, image) for image in inputs]
-        return torch.stack(maps)[:, None]
+        return torch.stack([self._view_average(network, image) for image in inputs])[:, None]
 
     def _view_average(self, network, image: torch.Tensor) -> torch.Tensor:
         spatial = tuple(image.shape[1:])
