@@ -159,7 +159,7 @@ def test_view_averaged_similarity_stays_on_the_grid(spatial_dims):
     assert float(plain[index]) == pytest.approx(1.0, abs=1e-5)
     assert float(averaged[index]) == pytest.approx(1.0, abs=1e-5)
     assert not torch.allclose(averaged, plain, atol=1e-3)  # the other views do change the map elsewhere
-    with pytest.raises(ValueError, match="views"):
+    with pytest.raises(ValueError, match="view"):
         ExemplarSimilarityInferer(exemplars, views=[len(views)])
 
 

@@ -10,6 +10,7 @@ from cryoet_monai.transforms.views import (
     WedgeViewd,
     invert_view_points,
     invert_view_volume,
+    view_indices,
     view_points,
     view_volume,
 )
@@ -64,6 +65,19 @@ def test_bad_view_index():
         view_volume(torch.zeros(2, 2, 2), 16)
     with pytest.raises(ValueError, match="last 3 dims"):
         view_volume(torch.zeros(2, 2), 1)
+
+
+@pytest.mark.parametrize("views", [8, "0", [], [[0, 1]], [0, 16], [0.5]])
+def test_bad_view_settings_name_the_problem(views):
+    with pytest.raises(ValueError, match="view"):
+        view_indices(views)
+
+
+def test_micrograph_views():
+    assert view_indices(range(8), count=8) == list(range(8))
+    assert view_indices(np.array([0, 3])) == [0, 3]
+    with pytest.raises(ValueError, match="8 views"):
+        view_indices([0, 9], count=8)
 
 
 def test_array_transform():

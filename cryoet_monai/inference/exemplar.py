@@ -43,7 +43,7 @@ from cryoet_monai.data.picks import coord_columns, item_column, make_picks, read
 from cryoet_monai.inference.peaks import find_peaks
 from cryoet_monai.inference.sliding_window import Autocast
 from cryoet_monai.transforms.rescale import to_original, to_rescaled
-from cryoet_monai.transforms.views import NUM_VIEWS, invert_view_volume, view_volume
+from cryoet_monai.transforms.views import NUM_VIEWS, invert_view_volume, view_indices, view_volume
 
 REDUCTIONS = ("mean", "max", "prototype")
 THRESHOLD_METHODS = ("otsu", "valley")
@@ -422,11 +422,7 @@ class ExemplarSimilarityInferer:
     ) -> None:
         self.exemplars, self.stride, self.reduction, self.batch_size = exemplars, int(stride), reduction, int(batch_size)
         self.amp = bool(amp)
-        self.views = [int(k) for k in views]
-        ndim = len(exemplars.window)
-        allowed = NUM_VIEWS if ndim == 3 else NUM_VIEWS // 2
-        if not self.views or any(not 0 <= k < allowed for k in self.views):
-            raise ValueError(f"views must be a non-empty list of indices in 0..{allowed - 1} for {ndim}D images, got {list(views)}")
+        self.views = view_indices(views, NUM_VIEWS if len(exemplars.window) == 3 else NUM_VIEWS // 2)
 
     @torch.no_grad()
     def __call__(self, inputs: torch.Tensor, network) -> torch.Tensor:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import torch
 from monai.inferers import Inferer, SlidingWindowInferer
 
-from cryoet_monai.transforms.views import invert_view_volume, view_volume
+from cryoet_monai.transforms.views import invert_view_volume, view_indices, view_volume
 
 # float32 tomogram-sized volumes besides the output channels: the count map of the blending and the
 # work volumes of peak finding (smoothed map, two neighbourhood maxima, masks)
@@ -152,10 +152,8 @@ class ViewAveragingInferer(Inferer):
 
     def __init__(self, inferer: Inferer, views: Sequence[int] = (0,)):
         super().__init__()
-        if not len(views):
-            raise ValueError("views must hold at least one view index")
         self.inferer = inferer
-        self.views = [int(k) for k in views]
+        self.views = view_indices(views)
 
     def __call__(self, inputs: torch.Tensor, network: Callable, *args, **kwargs) -> torch.Tensor:
         total = None
@@ -197,7 +195,8 @@ def heatmap_inferer(
     """
     if sw_device is None:
         sw_device = "cuda" if torch.cuda.is_available() else "cpu"
-    averaged = views is not None and list(views) != [0]
+    views = None if views is None else view_indices(views)
+    averaged = views is not None and views != [0]
     inferer = TomogramInferer(
         roi_size=roi_size,
         sw_batch_size=sw_batch_size,

@@ -31,6 +31,21 @@ def _check_view(k: int) -> int:
     return int(k)
 
 
+def view_indices(views, count: int = NUM_VIEWS) -> list[int]:
+    """Check a test-time views setting and return it as a list of view indices.
+
+    Args:
+        views: a non-empty list of view indices, e.g. ``[0]`` (no augmentation) or ``list(range(8))``.
+        count: the views the data has: 16 for a tomogram, 8 (the XY plane's) for a micrograph.
+    """
+    if isinstance(views, (str, bytes)) or np.ndim(views) != 1 or not len(views):
+        raise ValueError(f"views must be a non-empty list of view indices such as [0] or [0, 1, ..., {count - 1}], got {views!r}")
+    indices = [_check_view(k) for k in views]
+    if max(indices) >= count:
+        raise ValueError(f"this data has {count} views (indices 0..{count - 1}), got {list(views)}")
+    return indices
+
+
 def _parts(k: int) -> tuple[bool, int, bool]:
     """(flip x, number of 90° YX rotations, flip z) of view ``k``."""
     k = _check_view(k)
