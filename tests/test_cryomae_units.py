@@ -12,6 +12,7 @@ from cryoet_monai.inference.exemplar import (
     SimilarityToPicks,
     density_threshold,
     grid_to_pixels,
+    min_error_threshold,
     otsu_threshold,
     select_exemplars,
     similarity_map,
@@ -171,6 +172,19 @@ def test_view_zero_is_plain_matching():
     exemplars = ExemplarSet(image, make_picks("m", "p", [[30.0, 30.0], [50.0, 40.0]], ndim=2), (70, 90), (48, 48), 16)
     plain = similarity_map(net, image, exemplars.embeddings(net), stride=4)
     assert torch.equal(ExemplarSimilarityInferer(exemplars, stride=4)(image[None], net)[0, 0], plain)
+
+
+def test_min_error_threshold_finds_a_rare_population():
+    """40 particles among 2000 broad background maxima (a tomogram's candidates): Otsu's cut falls inside the
+    background; the minimum-error cut keeps the particles and drops nearly all the background."""
+    rng = np.random.default_rng(0)
+    background, particles = rng.normal(0.3, 0.15, 2000), rng.normal(0.85, 0.03, 40)
+    scores = np.concatenate([background, particles])
+    cut = min_error_threshold(scores)
+    assert (particles >= cut).mean() >= 0.9 and (background >= cut).mean() <= 0.01
+    assert density_threshold(scores, "min_error") == cut
+    assert otsu_threshold(scores) < 0.5
+    assert min_error_threshold(np.ones(5)) == 1.0
 
 
 def test_density_thresholds_split_two_populations():
