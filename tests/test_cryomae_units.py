@@ -1,5 +1,7 @@
 """CryoMAE building blocks: exact rescaling of coordinates, the self-cross loss, dense similarity geometry."""
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -142,9 +144,10 @@ def local_encoder(spatial_dims: int, window: int) -> CryoMAE:
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
-def test_view_averaged_similarity_stays_on_the_grid(spatial_dims):
+def test_view_averaged_similarity_stays_on_the_grid(spatial_dims, caplog):
     """Every view, turned back, puts an exemplar's exact match (1.0) on the same grid position, also when the
-    image size is not a multiple of the stride: the average over all views is still 1 there."""
+    image size is not a multiple of the stride: the average over all views is still 1 there. Each view is logged."""
+    caplog.set_level(logging.INFO, logger="cryoet_monai.inference.exemplar")
     torch.manual_seed(0)
     net = local_encoder(spatial_dims, 48)
     spatial = (70, 90) if spatial_dims == 2 else (38, 46, 42)
@@ -160,6 +163,7 @@ def test_view_averaged_similarity_stays_on_the_grid(spatial_dims):
     assert float(plain[index]) == pytest.approx(1.0, abs=1e-5)
     assert float(averaged[index]) == pytest.approx(1.0, abs=1e-5)
     assert not torch.allclose(averaged, plain, atol=1e-3)  # the other views do change the map elsewhere
+    assert f"view {len(views)}/{len(views)} done" in caplog.text
     with pytest.raises(ValueError, match="view"):
         ExemplarSimilarityInferer(exemplars, views=[len(views)])
 

@@ -30,7 +30,9 @@ as in a tomogram. A number instead of a method name is used as a fixed similarit
 from __future__ import annotations
 
 import itertools
+import logging
 import math
+import time
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -46,6 +48,8 @@ from cryoet_monai.inference.peaks import find_peaks
 from cryoet_monai.inference.sliding_window import Autocast
 from cryoet_monai.transforms.rescale import to_original, to_rescaled
 from cryoet_monai.transforms.views import NUM_VIEWS, invert_view_volume, view_indices, view_volume
+
+logger = logging.getLogger(__name__)
 
 REDUCTIONS = ("mean", "max", "prototype")
 THRESHOLD_METHODS = ("otsu", "valley", "min_error")
@@ -464,10 +468,12 @@ class ExemplarSimilarityInferer:
         padding = [v for n in spatial[::-1] for v in (0, (-n) % self.stride)]
         padded = F.pad(image[None], padding)[0]
         device = next(network.parameters()).device
-        total = 0.0
-        for k in self.views:
+        total, start = 0.0, time.perf_counter()
+        for done, k in enumerate(self.views, 1):
             embeddings = centre_tokens(network.encode(view_volume(self.exemplars.windows, k).to(device)))
             similarity = similarity_map(network, view_volume(padded, k), embeddings, self.stride, self.reduction, self.batch_size, self.amp)
             # a micrograph's map gets a leading axis so the (z, y, x) views act on its (y, x)
             total = total + (invert_view_volume(similarity[None], k)[0] if len(spatial) == 2 else invert_view_volume(similarity, k))
+            if len(self.views) > 1:
+                logger.info(f"similarity map: view {done}/{len(self.views)} done, {time.perf_counter() - start:.0f} s")
         return (total / len(self.views))[tuple(slice(0, g) for g in similarity_grid_shape(spatial, self.stride))]
