@@ -146,7 +146,7 @@ def local_encoder(spatial_dims: int, window: int) -> CryoMAE:
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_view_averaged_similarity_stays_on_the_grid(spatial_dims, caplog):
     """Every view, turned back, puts an exemplar's exact match (1.0) on the same grid position, also when the
-    image size is not a multiple of the stride: the average over all views is still 1 there. Each view is logged."""
+    image size is not a multiple of the stride: the average over all views is still 1 there. The last view is logged."""
     caplog.set_level(logging.INFO, logger="cryoet_monai.inference.exemplar")
     torch.manual_seed(0)
     net = local_encoder(spatial_dims, 48)

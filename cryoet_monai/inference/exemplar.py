@@ -50,6 +50,7 @@ from cryoet_monai.transforms.rescale import to_original, to_rescaled
 from cryoet_monai.transforms.views import NUM_VIEWS, invert_view_volume, view_indices, view_volume
 
 logger = logging.getLogger(__name__)
+PROGRESS_SECONDS = 10.0  # least time between two progress lines of one view-averaged map
 
 REDUCTIONS = ("mean", "max", "prototype")
 THRESHOLD_METHODS = ("otsu", "valley", "min_error")
@@ -469,11 +470,14 @@ class ExemplarSimilarityInferer:
         padded = F.pad(image[None], padding)[0]
         device = next(network.parameters()).device
         total, start = 0.0, time.perf_counter()
+        logged = start
         for done, k in enumerate(self.views, 1):
             embeddings = centre_tokens(network.encode(view_volume(self.exemplars.windows, k).to(device)))
             similarity = similarity_map(network, view_volume(padded, k), embeddings, self.stride, self.reduction, self.batch_size, self.amp)
             # a micrograph's map gets a leading axis so the (z, y, x) views act on its (y, x)
             total = total + (invert_view_volume(similarity[None], k)[0] if len(spatial) == 2 else invert_view_volume(similarity, k))
-            if len(self.views) > 1:
-                logger.info(f"similarity map: view {done}/{len(self.views)} done, {time.perf_counter() - start:.0f} s")
+            now = time.perf_counter()
+            if len(self.views) > 1 and (done == len(self.views) or now - logged >= PROGRESS_SECONDS):
+                logger.info(f"similarity map: view {done}/{len(self.views)} done, {now - start:.0f} s")
+                logged = now
         return (total / len(self.views))[tuple(slice(0, g) for g in similarity_grid_shape(spatial, self.stride))]
