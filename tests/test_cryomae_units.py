@@ -18,6 +18,7 @@ from cryoet_monai.inference.exemplar import (
     otsu_threshold,
     select_exemplars,
     similarity_map,
+    two_population_gain,
     valley_threshold,
 )
 from cryoet_monai.losses.self_cross import SelfCrossSimilarityLoss
@@ -189,6 +190,26 @@ def test_min_error_threshold_finds_a_rare_population():
     assert density_threshold(scores, "min_error") == cut
     assert otsu_threshold(scores) < 0.5
     assert min_error_threshold(np.ones(5)) == 1.0
+
+
+def test_picking_warns_when_the_candidates_form_one_population(caplog):
+    """Peaks of pure noise are one population (a class the exemplars do not single out): picking still returns
+    its cut but warns; 25 planted strong matches make a second population and no warning."""
+    rng = np.random.default_rng(0)
+    assert two_population_gain(rng.normal(0, 1, 2000)) < 0.01
+    assert two_population_gain(np.concatenate([rng.normal(0.3, 0.15, 2000), rng.normal(0.85, 0.03, 40)])) > 0.04
+    noise = torch.as_tensor(rng.normal(0, 0.1, (80, 80)), dtype=torch.float32)
+    to_picks = SimilarityToPicks("p", radius=4.0, stride=4)
+    with caplog.at_level(logging.WARNING, logger="cryoet_monai.inference.exemplar"):
+        assert len(to_picks(noise, "m", (320, 320), (320, 320))) > 0
+    assert "no second population" in caplog.text
+    caplog.clear()
+    planted = noise.clone()
+    for y, x in rng.integers(5, 75, (25, 2)):
+        planted[y - 1 : y + 2, x - 1 : x + 2] += 1.0
+    with caplog.at_level(logging.WARNING, logger="cryoet_monai.inference.exemplar"):
+        to_picks(planted, "m", (320, 320), (320, 320))
+    assert "no second population" not in caplog.text
 
 
 def test_density_thresholds_split_two_populations():
