@@ -152,14 +152,15 @@ class ExemplarSet:
     def __len__(self) -> int:
         return len(self.windows)
 
-    def embeddings(self, network, views: bool = False) -> torch.Tensor:
+    def embeddings(self, network, views: bool = False, view: int = 0) -> torch.Tensor:
         """``(E, D)`` middle-token embeddings; with ``views`` each window is cut with a random jitter and gets a
-        random flip / 90° rotation."""
+        random flip / 90° rotation (training); ``view`` turns every window by that fixed view (:func:`view_volume`,
+        test-time views)."""
         windows = self.windows
         if views and self.jitter > 0:
             shift = np.random.default_rng(int(torch.randint(2**31, ()))).uniform(-self.jitter, self.jitter, self.centres.shape)
             windows = crop_windows(self.image, self.centres + shift, self.window, self.patch)
-        windows = windows.to(next(network.parameters()).device)
+        windows = view_volume(windows, view).to(next(network.parameters()).device)
         if views:
             windows = torch.stack([random_dihedral(w) for w in windows])
         return centre_tokens(network.encode(windows))
@@ -490,18 +491,18 @@ class ExemplarSimilarityInferer:
     @torch.no_grad()
     def __call__(self, inputs: torch.Tensor, network) -> torch.Tensor:
         network.eval()
-        return torch.stack([self._view_average(network, image) for image in inputs])[:, None]
+        embeddings = [self.exemplars.embeddings(network, view=k) for k in self.views]
+        return torch.stack([self._view_average(network, image, embeddings) for image in inputs])[:, None]
 
-    def _view_average(self, network, image: torch.Tensor) -> torch.Tensor:
+    def _view_average(self, network, image: torch.Tensor, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Mean of the turned-back similarity maps of ``image`` over ``self.views``, each against that view's exemplar embeddings."""
         spatial = tuple(image.shape[1:])
         padding = [v for n in spatial[::-1] for v in (0, (-n) % self.stride)]
         padded = F.pad(image[None], padding)[0]
-        device = next(network.parameters()).device
         total, start = 0.0, time.perf_counter()
         logged = start
-        for done, k in enumerate(self.views, 1):
-            embeddings = centre_tokens(network.encode(view_volume(self.exemplars.windows, k).to(device)))
-            similarity = similarity_map(network, view_volume(padded, k), embeddings, self.stride, self.reduction, self.batch_size, self.amp)
+        for done, (k, view_embeddings) in enumerate(zip(self.views, embeddings), 1):
+            similarity = similarity_map(network, view_volume(padded, k), view_embeddings, self.stride, self.reduction, self.batch_size, self.amp)
             # a micrograph's map gets a leading axis so the (z, y, x) views act on its (y, x)
             total = total + (invert_view_volume(similarity[None], k)[0] if len(spatial) == 2 else invert_view_volume(similarity, k))
             now = time.perf_counter()
