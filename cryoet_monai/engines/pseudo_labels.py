@@ -2,7 +2,9 @@
 
 The teacher sees a crop under several wedge-preserving views; the inverse-mapped logits are averaged
 (fusion), peaks above per-class confidence thresholds become pseudo-particles, and Gaussian heatmaps
-are rendered around them exactly like the heatmaps of annotated particles. Voxels the teacher is
+are rendered around them exactly like the heatmaps of annotated particles. Gold beads and other dense
+outliers of the crop are taught as background (:class:`~cryoet_monai.transforms.dense_outliers.SuppressDenseOutliers`):
+a teacher trained on few annotated boxes fires on them in every class. Voxels the teacher is
 unsure about (fused probability between ``negative_threshold`` and a pseudo-particle) are left out
 of the pseudo-label loss: there a missed particle would otherwise be taught as background.
 
@@ -23,6 +25,7 @@ from monai.transforms import MapTransform
 
 from cryoet_monai.data.manifest import load_manifest
 from cryoet_monai.inference.peaks import find_peaks, per_class
+from cryoet_monai.transforms.dense_outliers import SuppressDenseOutliers
 from cryoet_monai.transforms.heatmap import annotated_mask, class_sigmas, render_heatmap
 from cryoet_monai.transforms.views import invert_view_volume, view_volume
 
@@ -83,6 +86,10 @@ class MultiViewPseudoLabeler:
         negative_threshold: a voxel counts as background of a class only where the fused probability is
             below this (one, or one per class); elsewhere outside the pseudo-particles' Gaussians it is
             ignored. None: all voxels count.
+        dense_outlier_threshold: the teacher's maps are lowered to their minimum on the crop's dense outliers
+            (gold beads; a multiple of the 99th-percentile deviation, see :func:`~cryoet_monai.transforms.dense_outliers.dense_outlier_mask`),
+            which makes them trusted background and never pseudo-particles; None turns this off.
+        dense_outlier_margin: the outlier mask is grown by this distance in Å.
     """
 
     def __init__(
@@ -94,6 +101,8 @@ class MultiViewPseudoLabeler:
         views: Sequence[int] = (0, 1, 2, 8),
         nms_radius_scale: float = 0.75,
         negative_threshold: float | Sequence[float] | None = None,
+        dense_outlier_threshold: float | None = None,
+        dense_outlier_margin: float = 60.0,
     ):
         num_classes = len(radii_angstrom)
         thresholds = per_class(thresholds, num_classes, "thresholds")
@@ -103,6 +112,8 @@ class MultiViewPseudoLabeler:
         self.logit_thresholds = torch.logit(torch.tensor(thresholds[self.active], dtype=torch.float64)).tolist()
         self.min_distance = [nms_radius_scale * radii_angstrom[c] / voxel_size for c in self.active]
         self.views = [int(k) for k in views]
+        self.voxel_size = float(voxel_size)
+        self.suppress_outliers = SuppressDenseOutliers(dense_outlier_threshold, margin_angstrom=dense_outlier_margin)
         self.negative_threshold = None
         if negative_threshold is not None:
             negative = per_class(negative_threshold, num_classes, "negative_threshold")
@@ -125,6 +136,7 @@ class MultiViewPseudoLabeler:
             whose pseudo-label is trusted (all ones when ``negative_threshold`` is None).
         """
         fused = self.fuse(network, images).float()
+        fused = torch.stack([self.suppress_outliers(maps, image, self.voxel_size) for maps, image in zip(fused, images)])
         heatmaps = []
         for logits in fused:
             points, labels = torch.zeros((0, 3)), torch.zeros((0,), dtype=torch.int64)
