@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from monai.utils import min_version, optional_import
 
-from cryoet_monai.data.picks import empty_picks, write_picks
+from cryoet_monai.data.picks import empty_picks, picks_ndim, write_picks
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 
@@ -80,10 +80,12 @@ class PicksWriter:
         if dist.is_available() and dist.is_initialized():
             parts = [None] * dist.get_world_size()
             dist.all_gather_object(parts, (self.tables, self.shapes, self.voxel_sizes))
-        tables = [t for t in {k: t for p in parts for k, t in p[0].items()}.values() if len(t)]
+        collected = list({k: t for p in parts for k, t in p[0].items()}.values())
+        tables = [t for t in collected if len(t)]
         shapes = {k: v for p in parts for k, v in p[1].items()}
         voxel_sizes = {k: v for p in parts for k, v in p[2].items()}
-        picks = pd.concat(tables, ignore_index=True) if tables else empty_picks(3)
+        # no picks at all: an empty table of the items' kind (micrographs or tomograms)
+        picks = pd.concat(tables, ignore_index=True) if tables else empty_picks(picks_ndim(collected[0]) if collected else 3)
         return picks, shapes, voxel_sizes
 
     def write(self, engine=None) -> None:
