@@ -413,11 +413,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Messages of the exceptions MONAI wraps others in (config items, transforms); the wrapped one says what is wrong.
+WRAPPER_MESSAGES = ("Failed to instantiate", "Failed to evaluate", "applying transform")
+
+
 def root_cause(err: BaseException) -> BaseException:
+    """The outermost exception of the chain that is not one of MONAI's wrappers (whose cause holds the message)."""
     seen = set()
-    while (err.__cause__ or err.__context__) is not None and id(err) not in seen:
+    while isinstance(err, RuntimeError) and str(err).startswith(WRAPPER_MESSAGES) and id(err) not in seen:
         seen.add(id(err))
-        err = err.__cause__ or err.__context__
+        cause = err.__cause__ or err.__context__
+        if cause is None:
+            break
+        err = cause
     return err
 
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from cryoet_monai.cli import main, parse_overrides
+from cryoet_monai.cli import main, parse_overrides, root_cause
 from cryoet_monai.data.picks import make_picks, write_picks
 from cryoet_monai.data.readers import write_mrc
 
@@ -30,6 +30,26 @@ def test_bad_input_is_one_clear_line(make_manifest, tmp_path, capsys):
     (tmp_path / "mybundle" / "configs" / "inference.yaml").write_text("x: 1\n")
     assert main(["run", str(tmp_path / "mybundle"), "no-such-config"]) == 2
     assert "has no config 'no-such-config' (available: ['inference'])" in capsys.readouterr().err
+
+
+def test_the_message_shown_is_the_outermost_one_below_monai_s_wrappers():
+    def chain():
+        try:
+            try:
+                raise KeyError("experiment")
+            except KeyError as err:
+                raise ValueError("picks.star: no 'rlnMicrographName' column; name their micrograph (--exemplars-micrograph ID)") from err
+        except ValueError as err:
+            try:
+                raise RuntimeError("applying transform <Lambdad>") from err
+            except RuntimeError as wrapped:
+                raise RuntimeError("Failed to instantiate {'_target_': 'Dataset'}") from wrapped
+
+    with pytest.raises(RuntimeError) as info:
+        chain()
+    assert str(root_cause(info.value)).endswith("(--exemplars-micrograph ID)")  # not the KeyError below it
+    plain = ValueError("a.mrc: 1 voxel(s) are NaN or infinite")
+    assert root_cause(plain) is plain
 
 
 def test_view_writes_overlay_png(make_manifest, tmp_path):
