@@ -28,7 +28,8 @@ class PicksWriter:
     Args:
         output_dir: folder of the output files.
         formats: any of ``"csv"`` (``picks.csv``, always written), ``"star"`` (``picks.star``, RELION 5
-            centred Å) and ``"copick"`` (a copick overlay under ``<output_dir>/copick``).
+            centred Å) and ``"copick"`` (a copick overlay under ``<output_dir>/copick``; tomograms only, rejected at
+            the first micrograph, before anything is written).
         picks_key: key of the picks table in each decollated output item.
         image_key: key of the image, whose spatial shape RELION 5 coordinates need.
         voxel_size_key: key of the voxel size in Å.
@@ -70,6 +71,11 @@ class PicksWriter:
         outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
         for item, out in zip(batch, outputs):
             experiment = str(item[self.id_key])
+            if "copick" in self.formats and picks_ndim(out[self.picks_key]) == 2:
+                raise ValueError(
+                    f"{self.output_dir / 'copick'}: copick overlays are for tomograms and '{experiment}' is a micrograph; "
+                    "leave 'copick' out of formats"
+                )
             self.tables[experiment] = out[self.picks_key]
             self.shapes[experiment] = tuple(int(s) for s in item[self.image_key].shape[-3:])
             self.voxel_sizes[experiment] = float(torch.as_tensor(item[self.voxel_size_key]).reshape(-1)[0])
