@@ -187,6 +187,18 @@ def cmd_baseline(args, _):
     print(f"wrote {write_picks(pred, Path(args.output_dir) / 'picks.csv')} ({len(pred)} picks)")
 
 
+MULTI_PART_SUFFIXES = (".ome.zarr", ".nii.gz")
+
+
+def image_id(path) -> str:
+    """The id an image file stands for: its name without the image suffix (``TS_1.ome.zarr`` → ``TS_1``, ``a.b.mrc`` → ``a.b``)."""
+    name = Path(path).name
+    for suffix in MULTI_PART_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
 def cmd_view(args, _):
     from cryoet_monai.data.picks import read_picks
     from cryoet_monai.data.readers import read_image
@@ -194,11 +206,12 @@ def cmd_view(args, _):
 
     volume, voxel_size = read_image(args.tomogram)
     picks = read_picks(args.picks)
-    radii, truth, item_id = {}, None, args.id or Path(args.tomogram).name.split(".")[0]
+    radii, truth, item_id = {}, None, args.id or image_id(args.tomogram)
     if args.manifest:
         from cryoet_monai.data.manifest import load_manifest
 
         manifest = load_manifest(args.manifest)
+        item_id = args.id or next((it.id for items in manifest.splits.values() for it in items if Path(it.image).resolve() == Path(args.tomogram).resolve()), item_id)
         item = manifest.item(item_id)
         voxel_size = item.voxel_size
         radii = {c.name: c.radius for c in manifest.classes}

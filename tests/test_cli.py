@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from cryoet_monai.cli import main, parse_overrides, root_cause
+from cryoet_monai.cli import image_id, main, parse_overrides, root_cause
 from cryoet_monai.data.picks import make_picks, write_picks
 from cryoet_monai.data.readers import write_mrc
 
@@ -59,6 +59,15 @@ def test_view_writes_overlay_png(make_manifest, tmp_path):
     tomo = tmp_path / "tomograms" / "TS_1.mrc"
     assert main(["view", str(tomo), "--picks", str(pred), "--manifest", str(manifest), "--out", str(out), "--z", "10"]) == 0
     assert out.stat().st_size > 5000 and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_view_finds_the_item_of_a_dotted_file_name(make_manifest, tmp_path):
+    manifest = make_manifest({"test": [("grid1.sq2.ts3", [("ribosome", 100, 100, 100)], None)]})
+    pred = write_picks(make_picks("grid1.sq2.ts3", "ribosome", np.array([[100, 110, 100]])), tmp_path / "pred.csv")
+    tomo = tmp_path / "tomograms" / "grid1.sq2.ts3.mrc"
+    assert main(["view", str(tomo), "--picks", str(pred), "--manifest", str(manifest), "--out", str(tmp_path / "o.png")]) == 0
+    assert main(["view", str(tomo), "--picks", str(pred), "--out", str(tmp_path / "p.png")]) == 0  # id from the file name alone
+    assert [image_id(p) for p in ("a/TS_1.ome.zarr", "b/x.nii.gz", "c/grid1.sq2.mic1.jpg")] == ["TS_1", "x", "grid1.sq2.mic1"]
 
 
 def test_parse_overrides_keeps_paths_as_strings():
