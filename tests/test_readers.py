@@ -35,6 +35,16 @@ def test_nan_voxels_are_reported(tmp_path):
         read_image(path)
 
 
+def test_loadimage_reports_the_mrc_readers_error(tmp_path):
+    # LoadImage falls back to its other readers when one fails; their errors must not replace the MRC reader's
+    volume = np.zeros((3, 3, 3), np.float32)
+    volume[0, 0, 0] = np.inf
+    path = write_mrc(tmp_path / "inf.mrc", volume, 10.0)
+    load = LoadImaged(keys="image", reader="cryoet_monai.data.readers.MRCReader")
+    with pytest.raises(ImageFileError, match=r"inf\.mrc: 1 voxel\(s\) are NaN or infinite"):
+        load({"image": str(path)})
+
+
 def test_pictures_read_as_2d(tmp_path):
     from PIL import Image
 

@@ -168,13 +168,23 @@ class MRCReader(ImageReader):
         return all(_suffix(n) in MRC_SUFFIXES for n in names)
 
     def read(self, data, **kwargs):
-        names = data if isinstance(data, (list, tuple)) else [data]
-        return [(*read_mrc(n), str(n)) for n in names] if len(names) > 1 else (*read_mrc(names[0]), str(names[0]))
+        """The file names; their data are read by :meth:`get_data`.
+
+        ``LoadImage`` tries its other readers when ``read`` fails, and the last one's error would hide why an
+        MRC file is unusable (NaN voxels, truncation); reading in ``get_data`` lets that error reach the user.
+
+        Raises:
+            ImageFileError: a file without an MRC suffix (so that ``LoadImage`` tries its other readers).
+        """
+        names = list(data) if isinstance(data, (list, tuple)) else [data]
+        if not self.verify_suffix(names):
+            raise ImageFileError(f"{names}: not MRC files (suffixes {', '.join(MRC_SUFFIXES)})")
+        return names
 
     def get_data(self, img):
-        images = img if isinstance(img, list) else [img]
         arrays, meta = [], {}
-        for array, voxel_size, filename in images:
+        for filename in map(str, img):
+            array, voxel_size = read_mrc(filename)
             header = {
                 "voxel_size": voxel_size,
                 MetaKeys.SPATIAL_SHAPE: np.asarray(array.shape),
