@@ -267,8 +267,8 @@ def cmd_batch(args, extra):
     picker = BatchPicker(args.bundle, manifest, args.out, split, args.config, parse_shard(args.shard), parse_overrides(extra), args.formats)
     counts = picker.run()
     print(f"batch: shard {picker.shard[0]}/{picker.shard[1]}: {counts}")
-    if counts["failed"]:
-        print(f"batch: {counts['failed']} tomogram(s) failed; see {Path(args.out) / 'failures.json'}", file=sys.stderr)
+    if counts["failed"]:  # a non-zero exit, so that a cluster scheduler sees the shard as failed
+        raise CommandError(f"batch: {counts['failed']} tomogram(s) failed (the others are picked); see {Path(args.out) / 'failures.json'}")
 
 
 def copick_batch_manifest(config, out: Path, tomo_type: str, voxel_spacing: float) -> Path:

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from cryoet_monai.batch import BatchPicker, parse_shard
+from cryoet_monai.cli import main
 from cryoet_monai.data.readers import write_mrc
 
 BLOB_BUNDLE = """
@@ -83,7 +84,7 @@ def test_kill_and_resume_picks_each_tomogram_once(blob_bundle, noisy_manifest, t
     assert not [p for p in (out / "items").iterdir() if p.name.startswith(".")], "temporary work left behind"
 
 
-def test_corrupt_tomogram_is_reported_and_skipped(blob_bundle, noisy_manifest, tmp_path):
+def test_corrupt_tomogram_is_reported_and_skipped(blob_bundle, noisy_manifest, tmp_path, capsys):
     manifest, ids = noisy_manifest
     broken = tmp_path / "tomograms" / "TS_2.mrc"
     broken.write_bytes(broken.read_bytes()[:3000])
@@ -93,6 +94,8 @@ def test_corrupt_tomogram_is_reported_and_skipped(blob_bundle, noisy_manifest, t
     assert [f["id"] for f in failures] == ["TS_2"] and "truncated MRC" in failures[0]["error"]
     assert sorted(set(pd.read_csv(tmp_path / "batch" / "picks.csv")["experiment"])) == [i for i in ids if i != "TS_2"]
     assert (tmp_path / "batch" / "picks.star").stat().st_size > 0
+    assert main(["batch", str(blob_bundle), "--manifest", str(manifest), "--out", str(tmp_path / "batch"), "--formats", "star"]) == 2  # the scheduler sees it
+    assert "1 tomogram(s) failed" in capsys.readouterr().err
 
 
 def test_cryomae_batch_takes_its_exemplars_from_the_training_micrograph(tmp_path):

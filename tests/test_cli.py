@@ -7,7 +7,6 @@ import pytest
 
 from cryoet_monai.cli import image_id, main, parse_overrides, root_cause
 from cryoet_monai.data.picks import make_picks, write_picks
-from cryoet_monai.data.readers import write_mrc
 
 
 def test_evaluate_json_and_table(make_manifest, tmp_path, capsys):
