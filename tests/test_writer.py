@@ -1,12 +1,13 @@
 """PicksWriter on a bare engine: what it writes for micrographs and tomograms."""
 
+import numpy as np
 import pytest
 import starfile
 import torch
 from ignite.engine import Engine
 
 from cryoet_monai.data.picks import empty_picks, make_picks, read_picks
-from cryoet_monai.data.star import MICROGRAPH_COLUMN
+from cryoet_monai.data.star import CENTRED_COLUMNS, MICROGRAPH_COLUMN
 from cryoet_monai.inference.writer import PicksWriter
 
 
@@ -21,6 +22,11 @@ def micrograph(name: str, picks) -> dict:
     return {"id": name, "image": torch.zeros(1, 32, 32), "voxel_size": 1.0, "picks": picks}
 
 
+def tomogram(name: str, image, voxel_size: float, position, **extra) -> dict:
+    """A tomogram item with one ribosome at ``position`` (Å, x-y-z)."""
+    return {"id": name, "image": image, "voxel_size": voxel_size, "picks": make_picks(name, "ribosome", [position]), **extra}
+
+
 def test_micrograph_without_picks_writes_empty_micrograph_tables(tmp_path):
     run_writer(PicksWriter(tmp_path, formats=["csv", "star"]), [micrograph("mic_1", empty_picks(2))])
     assert len(read_picks(tmp_path / "picks.csv", ndim=2)) == 0
@@ -32,3 +38,15 @@ def test_copick_output_for_micrographs_is_rejected_before_anything_is_written(tm
     with pytest.raises(ValueError, match="copick overlays are for tomograms"):
         run_writer(PicksWriter(tmp_path, formats=["csv", "star", "copick"]), [micrograph("mic_1", picks)])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_star_centres_each_tomogram_with_its_own_voxel_size_and_original_shape(tmp_path):
+    """Both picks lie at their tomogram's centre: half of (30, 20, 10) voxels × 10 Å, and half of (30, 20, 10)
+    voxels × 4 Å of a tomogram rescaled to half its size for picking."""
+    items = [
+        tomogram("TS_1", torch.zeros(1, 10, 20, 30), 10.0, [150.0, 100.0, 50.0]),
+        tomogram("TS_2", torch.zeros(1, 5, 10, 15), 4.0, [60.0, 40.0, 20.0], image_original_shape=(10, 20, 30)),
+    ]
+    run_writer(PicksWriter(tmp_path, formats=["csv", "star"]), items)
+    centred = starfile.read(tmp_path / "picks.star")[CENTRED_COLUMNS].to_numpy()
+    np.testing.assert_allclose(centred, 0.0)

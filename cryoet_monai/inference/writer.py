@@ -31,7 +31,8 @@ class PicksWriter:
             centred Å) and ``"copick"`` (a copick overlay under ``<output_dir>/copick``; tomograms only, rejected at
             the first micrograph, before anything is written).
         picks_key: key of the picks table in each decollated output item.
-        image_key: key of the image, whose spatial shape RELION 5 coordinates need.
+        image_key: key of the image, whose spatial shape RELION 5 coordinates need (the shape before rescaling
+            where :class:`~cryoet_monai.transforms.rescale.Rescaled` recorded ``<image_key>_original_shape``).
         voxel_size_key: key of the voxel size in Å.
         id_key: key of the tomogram id.
     """
@@ -71,13 +72,15 @@ class PicksWriter:
         outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
         for item, out in zip(batch, outputs):
             experiment = str(item[self.id_key])
-            if "copick" in self.formats and picks_ndim(out[self.picks_key]) == 2:
+            ndim = picks_ndim(out[self.picks_key])
+            if "copick" in self.formats and ndim == 2:
                 raise ValueError(
                     f"{self.output_dir / 'copick'}: copick overlays are for tomograms and '{experiment}' is a micrograph; "
                     "leave 'copick' out of formats"
                 )
             self.tables[experiment] = out[self.picks_key]
-            self.shapes[experiment] = tuple(int(s) for s in item[self.image_key].shape[-3:])
+            shape = item.get(f"{self.image_key}_original_shape", item[self.image_key].shape[-ndim:])
+            self.shapes[experiment] = tuple(int(s) for s in shape)
             self.voxel_sizes[experiment] = float(torch.as_tensor(item[self.voxel_size_key]).reshape(-1)[0])
 
     def gathered(self) -> tuple[pd.DataFrame, dict, dict]:
@@ -100,8 +103,7 @@ class PicksWriter:
             return
         write_picks(picks, self.output_dir / "picks.csv")
         if "star" in self.formats:
-            voxel_size = next(iter(voxel_sizes.values()), 1.0)
-            write_picks(picks, self.output_dir / "picks.star", convention="relion5", voxel_size=voxel_size, shapes=shapes)
+            write_picks(picks, self.output_dir / "picks.star", convention="relion5", voxel_size=voxel_sizes, shapes=shapes)
         if "copick" in self.formats:
             from cryoet_monai.data.copick_io import write_copick_overlay
 
