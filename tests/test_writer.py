@@ -50,3 +50,11 @@ def test_star_centres_each_tomogram_with_its_own_voxel_size_and_original_shape(t
     run_writer(PicksWriter(tmp_path, formats=["csv", "star"]), items)
     centred = starfile.read(tmp_path / "picks.star")[CENTRED_COLUMNS].to_numpy()
     np.testing.assert_allclose(centred, 0.0)
+
+
+def test_star_class_numbers_follow_the_given_class_order_whichever_classes_were_picked(tmp_path):
+    classes = ["apo-ferritin", "beta-amylase", "beta-galactosidase", "ribosome", "thyroglobulin", "virus-like-particle"]
+    picks = make_picks("TS_1", ["ribosome", "virus-like-particle"], [[150.0, 100.0, 50.0], [100.0, 100.0, 50.0]])
+    item = {"id": "TS_1", "image": torch.zeros(1, 10, 20, 30), "voxel_size": 10.0, "picks": picks}
+    run_writer(PicksWriter(tmp_path, formats=["csv", "star"], class_names=classes), [item])
+    assert starfile.read(tmp_path / "picks.star")["rlnClassNumber"].tolist() == [4, 6]

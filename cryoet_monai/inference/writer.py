@@ -35,6 +35,8 @@ class PicksWriter:
             where :class:`~cryoet_monai.transforms.rescale.Rescaled` recorded ``<image_key>_original_shape``).
         voxel_size_key: key of the voxel size in Å.
         id_key: key of the tomogram id.
+        class_names: the manifest's classes in order; ``picks.star`` numbers them 1, 2, ... in ``rlnClassNumber``
+            whichever of them were picked (default: the sorted names of the picked classes).
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class PicksWriter:
         image_key: str = "image",
         voxel_size_key: str = "voxel_size",
         id_key: str = "id",
+        class_names: Sequence[str] | None = None,
     ):
         unknown = set(formats) - set(FORMATS)
         if unknown:
@@ -55,6 +58,7 @@ class PicksWriter:
         self.image_key = image_key
         self.voxel_size_key = voxel_size_key
         self.id_key = id_key
+        self.class_names = class_names
         self.tables: dict[str, pd.DataFrame] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.voxel_sizes: dict[str, float] = {}
@@ -103,7 +107,8 @@ class PicksWriter:
             return
         write_picks(picks, self.output_dir / "picks.csv")
         if "star" in self.formats:
-            write_picks(picks, self.output_dir / "picks.star", convention="relion5", voxel_size=voxel_sizes, shapes=shapes)
+            star = self.output_dir / "picks.star"
+            write_picks(picks, star, convention="relion5", voxel_size=voxel_sizes, shapes=shapes, class_names=self.class_names)
         if "copick" in self.formats:
             from cryoet_monai.data.copick_io import write_copick_overlay
 
