@@ -70,6 +70,15 @@ def test_nan_in_picks(make_manifest, tmp_path):
         load_manifest(path)
 
 
+def test_nan_voxel_in_image(make_manifest, tmp_path):
+    path = make_manifest({"unlabeled": [("TS_1", None, None)]})
+    volume = np.zeros((40, 50, 60), np.float32)
+    volume[39, 49, 59] = np.nan
+    write_mrc(tmp_path / "tomograms" / "TS_1.mrc", volume, 10.0)
+    with pytest.raises(ManifestError, match=r"item 'TS_1': .*TS_1\.mrc: 1 voxel\(s\) are NaN or infinite"):
+        load_manifest(path)
+
+
 def test_unknown_split_and_bad_json(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from monai.transforms import LoadImaged
 
-from cryoet_monai.data.readers import ImageFileError, image_info, read_image, write_mrc
+from cryoet_monai.data import readers
+from cryoet_monai.data.readers import ImageFileError, check_finite_voxels, image_info, read_image, write_mrc
 
 
 def test_mrc_round_trip_through_loadimaged(tmp_path):
@@ -43,6 +44,15 @@ def test_loadimage_reports_the_mrc_readers_error(tmp_path):
     load = LoadImaged(keys="image", reader="cryoet_monai.data.readers.MRCReader")
     with pytest.raises(ImageFileError, match=r"inf\.mrc: 1 voxel\(s\) are NaN or infinite"):
         load({"image": str(path)})
+
+
+def test_check_finite_voxels_reads_every_slab(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "SLAB_BYTES", 2 * 4 * 5 * 4)  # two sections of 4 x 5 float32 per slab
+    volume = np.zeros((7, 4, 5), np.float32)
+    check_finite_voxels(write_mrc(tmp_path / "ok.mrc", volume, 10.0))
+    volume[0, 0, 0], volume[6, 3, 4] = np.nan, -np.inf
+    with pytest.raises(ImageFileError, match=r"bad\.mrc: 2 voxel\(s\) are NaN or infinite"):
+        check_finite_voxels(write_mrc(tmp_path / "bad.mrc", volume, 10.0))
 
 
 def test_pictures_read_as_2d(tmp_path):

@@ -193,8 +193,8 @@ def load_manifest(path, root=None, check_files: bool = True, check_points: bool 
         root: folder that relative paths refer to; defaults to the manifest's folder (the contract).
             Shipped manifests whose data lives elsewhere (e.g. real micrographs) take it at run time.
         check_files: fail when an image or picks file is missing.
-        check_points: read each picks file and image header; fail on undeclared classes, non-finite
-            values and points outside their image.
+        check_points: read each picks file and image; fail on undeclared classes, non-finite values (picks
+            and voxels) and points outside their image.
 
     Raises:
         ManifestError: naming the file and the problem.
@@ -286,7 +286,7 @@ def _check_boxes(boxes, ndim, fail):
 
 
 def _check_item_points(manifest: Manifest, item: Item) -> None:
-    from cryoet_monai.data.readers import image_info
+    from cryoet_monai.data.readers import ImageFileError, check_finite_voxels, image_info
 
     where = f"{manifest.path}: item '{item.id}'"
     if not item.image.exists():
@@ -299,6 +299,10 @@ def _check_item_points(manifest: Manifest, item: Item) -> None:
         raise ManifestError(
             f"{where}: image {item.image} has {len(shape)} dimensions {tuple(shape)} but the manifest says ndim={manifest.ndim}"
         )
+    try:
+        check_finite_voxels(item.image)
+    except ImageFileError as err:
+        raise ManifestError(f"{where}: {err}") from err
     if item.picks is None or not item.picks.is_file():
         return
     try:

@@ -16,6 +16,7 @@ from monai.utils import MetaKeys, SpaceKeys
 MRC_SUFFIXES = (".mrc", ".rec", ".map", ".mrcs", ".st", ".ali")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 PICTURE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+SLAB_BYTES = 64 * 2**20  # check_finite_voxels reads about this much at a time
 
 
 class ImageFileError(ValueError):
@@ -27,11 +28,24 @@ def _suffix(path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
+def _count_non_finite(array: np.ndarray) -> int:
+    return int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+
+
 def _check_finite(array: np.ndarray, path) -> np.ndarray:
-    if not np.isfinite(array).all():
-        bad = int(np.size(array) - np.isfinite(array).sum())
+    bad = _count_non_finite(array)
+    if bad:
         raise ImageFileError(f"{path}: {bad} voxel(s) are NaN or infinite")
     return array
+
+
+def _count_non_finite_slabs(array) -> int:
+    """Non-finite voxels of an array-like (memory map, zarr array, NIfTI proxy), read slab by slab along axis 0."""
+    dtype = np.dtype(array.dtype)
+    if dtype.kind not in "fc":  # integer voxels are always finite
+        return 0
+    step = max(1, SLAB_BYTES // max(1, int(np.prod(array.shape[1:])) * dtype.itemsize))
+    return sum(_count_non_finite(np.asarray(array[i : i + step])) for i in range(0, array.shape[0], step))
 
 
 def read_mrc(path, header_only: bool = False):
@@ -96,6 +110,43 @@ def image_info(path) -> tuple[tuple[int, ...], float]:
         with Image.open(path) as im:
             return (im.height, im.width), 1.0
     raise ImageFileError(f"{path}: unsupported image format '{suffix}'")
+
+
+def check_finite_voxels(path) -> None:
+    """Fail when an image holds NaN or infinite voxels, without reading it into memory whole.
+
+    Args:
+        path: MRC (memory-mapped), OME-Zarr (full resolution), NIfTI or TIFF/PNG/JPEG image.
+
+    Raises:
+        ImageFileError: naming the file and how many voxels are not finite, or a file that cannot be read.
+    """
+    suffix = _suffix(path)
+    if suffix in MRC_SUFFIXES:
+        import mrcfile
+
+        try:
+            with mrcfile.mmap(path, mode="r", permissive=False) as mrc:
+                bad = _count_non_finite_slabs(mrc.data)
+        except (ValueError, OSError, EOFError) as err:
+            raise ImageFileError(f"{path}: not a readable MRC file ({err})") from err
+    elif suffix == ".zarr":
+        from cryoet_monai.data.ome_zarr import _open_level
+
+        bad = _count_non_finite_slabs(_open_level(Path(path), 0)[0])
+    elif suffix in NIFTI_SUFFIXES:
+        import nibabel as nib
+
+        bad = _count_non_finite_slabs(nib.load(str(path)).dataobj)
+    elif suffix in PICTURE_SUFFIXES:
+        from PIL import Image
+
+        with Image.open(path) as im:  # only 32-bit float pictures can hold NaN
+            bad = _count_non_finite(np.asarray(im)) if im.mode == "F" else 0
+    else:
+        raise ImageFileError(f"{path}: unsupported image format '{suffix}'")
+    if bad:
+        raise ImageFileError(f"{path}: {bad} voxel(s) are NaN or infinite")
 
 
 def read_image(path, **kwargs) -> tuple[np.ndarray, float]:
