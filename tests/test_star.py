@@ -108,8 +108,17 @@ def test_unreadable_star_names_the_file(tmp_path):
 def test_geometry_from_a_manifest(make_manifest, tmp_path):
     manifest = load_manifest(make_manifest({"training": [("TS_1", [("ribosome", 100.0, 200.0, 50.0)], None)]}))
     geometry = star_geometry(manifest)
-    assert geometry == {"voxel_size": {"TS_1": 10.0}, "shapes": {"TS_1": (40, 50, 60)}}
+    assert geometry == {"voxel_size": {"TS_1": 10.0}, "shapes": {"TS_1": (40, 50, 60)}, "class_names": ["ribosome", "ferritin"]}
     truth = manifest.truth("training")
     path = write_picks(truth, tmp_path / "t.star", **geometry)
     assert starfile.read(path)["rlnCenteredCoordinateXAngst"].tolist() == [100.0 - 300.0]
     pd.testing.assert_frame_equal(read_picks(path, **geometry), truth)
+
+
+def test_geometry_numbers_classes_in_manifest_order_whichever_are_picked(make_manifest, tmp_path):
+    manifest = load_manifest(make_manifest({"training": [("TS_1", [("ferritin", 100.0, 200.0, 50.0)], None)]}))
+    path = write_picks(manifest.truth("training"), tmp_path / "t.star", **star_geometry(manifest))
+    table = starfile.read(path)
+    assert table["rlnClassNumber"].tolist() == [2]  # manifest classes: ribosome, ferritin
+    starfile.write({"particles": table.drop(columns="cryoetParticleType")}, path)  # as RELION tools may leave it
+    assert read_picks(path, **star_geometry(manifest))["particle_type"].tolist() == ["ferritin"]

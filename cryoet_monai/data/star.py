@@ -127,9 +127,11 @@ def write_star(
 
 
 def star_geometry(manifest, split: str | None = None) -> dict:
-    """``voxel_size`` and ``shapes`` of a manifest's tomograms, ready for ``read_star`` / ``write_star``.
+    """``voxel_size`` and ``shapes`` of a manifest's tomograms and its ``class_names``, ready for ``read_star`` /
+    ``write_star``.
 
-    ``read_picks(path, **star_geometry(manifest))`` reads RELION files of that data set in either convention.
+    ``read_picks(path, **star_geometry(manifest))`` reads RELION files of that data set in either convention;
+    ``rlnClassNumber`` is the 1-based place of the class in the manifest, whichever classes a file holds.
 
     Args:
         manifest: a loaded :class:`~cryoet_monai.data.manifest.Manifest` (3D).
@@ -142,6 +144,7 @@ def star_geometry(manifest, split: str | None = None) -> dict:
     return {
         "voxel_size": {it.id: it.voxel_size for it in items},
         "shapes": {it.id: tuple(image_info(it.image)[0]) for it in items},
+        "class_names": manifest.class_names,
     }
 
 
