@@ -79,6 +79,25 @@ def test_nan_voxel_in_image(make_manifest, tmp_path):
         load_manifest(path)
 
 
+@pytest.mark.parametrize("convention", ["relion5", "classic"])
+def test_star_picks_of_a_tomogram(make_manifest, tmp_path, convention):
+    from cryoet_monai.data.picks import write_picks
+    from cryoet_monai.transforms.picks import LoadPicksd
+
+    path = make_manifest({"training": [("TS_1", ROWS, None)]})
+    csv = load_manifest(path).truth("training")
+    # centred Å need the 60 x 50 x 40 voxel shape and the 10 Å voxels; pixels need the voxel size
+    write_picks(csv, tmp_path / "picks" / "TS_1.star", convention=convention, voxel_size=10.0, shapes=(40, 50, 60))
+    raw = json.loads(path.read_text())
+    raw["training"][0]["picks"] = "picks/TS_1.star"
+    path.write_text(json.dumps(raw))
+    manifest = load_manifest(path)
+    np.testing.assert_allclose(manifest.truth("training")[["x", "y", "z"]], csv[["x", "y", "z"]], atol=1e-3)
+    item = manifest.items("training")[0].as_dict()
+    loaded = LoadPicksd(classes=manifest.class_names)(item)
+    np.testing.assert_allclose(loaded["points"], [[15, 20, 10], [5, 10, 30]], atol=1e-3)  # z, y, x voxels
+
+
 def test_unknown_split_and_bad_json(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")

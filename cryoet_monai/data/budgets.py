@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from cryoet_monai.data.manifest import Item, Manifest, ManifestError, inside_boxes, load_manifest
-from cryoet_monai.data.picks import read_picks
 from cryoet_monai.data.readers import image_info
 
 SHOT_BOX_FACTOR = 2.5  # box side / class radius
@@ -46,7 +45,7 @@ def _training(manifest: Manifest) -> list[tuple[Item, np.ndarray, np.ndarray, np
     for item in items:
         if item.picks is None:
             raise BudgetError(f"{manifest.path}: training item '{item.id}' has no picks file")
-        picks = read_picks(item.picks, ndim=3)
+        picks = manifest.read_item_picks(item)
         out.append((item, _extent(item), picks[["x", "y", "z"]].to_numpy(), picks["particle_type"].to_numpy()))
     return out
 

@@ -110,13 +110,17 @@ class Manifest:
                     return it
         raise ManifestError(f"{self.path}: no item with id '{item_id}'")
 
+    def read_item_picks(self, item: Item) -> pd.DataFrame:
+        """The picks of an item (it must have a picks file), STAR positions converted with its voxel size and shape."""
+        return read_picks(item.picks, ndim=self.ndim, **picks_reader_args(item.picks, self.ndim, item.voxel_size, item.image))
+
     def data_dicts(self, split: str) -> list[dict]:
         """Items of a split as dicts for a MONAI ``Dataset``."""
         return [it.as_dict() for it in self.items(split)]
 
     def truth(self, split: str) -> pd.DataFrame:
         """All annotated picks of a split as one picks table."""
-        tables = [read_picks(it.picks, ndim=self.ndim) for it in self.items(split) if it.picks is not None]
+        tables = [self.read_item_picks(it) for it in self.items(split) if it.picks is not None]
         tables = [t for t in tables if len(t)]
         return pd.concat(tables, ignore_index=True) if tables else empty_picks(self.ndim)
 
@@ -165,6 +169,23 @@ def _relative(path: Path, root: Path) -> str:
         return str(Path(path).resolve().relative_to(root.resolve()))
     except ValueError:
         return str(Path(path).resolve())
+
+
+def picks_reader_args(picks, ndim: int, voxel_size: float, image) -> dict:
+    """``read_picks`` arguments for the picks file of one image: a tomogram's STAR positions (pixels, or Å from
+    the centre) are converted with its voxel size and shape; other files need none.
+
+    Args:
+        picks: the picks file.
+        ndim: 3 for tomograms, 2 for micrographs.
+        voxel_size: Å per voxel of the image.
+        image: the image file, whose header gives the shape.
+    """
+    if ndim != 3 or Path(picks).suffix.lower() != ".star":
+        return {}
+    from cryoet_monai.data.readers import image_info
+
+    return {"voxel_size": voxel_size, "shapes": tuple(image_info(image)[0])}
 
 
 def inside_boxes(coords_xyz: np.ndarray, boxes: list[list[float]] | None) -> np.ndarray:
@@ -306,7 +327,7 @@ def _check_item_points(manifest: Manifest, item: Item) -> None:
     if item.picks is None or not item.picks.is_file():
         return
     try:
-        picks = read_picks(item.picks, ndim=manifest.ndim)
+        picks = manifest.read_item_picks(item)
     except ValueError as err:
         raise ManifestError(f"{where}: {err}") from err
     undeclared = sorted(set(picks["particle_type"]) - set(manifest.class_names))

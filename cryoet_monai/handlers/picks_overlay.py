@@ -10,7 +10,6 @@ import torch
 from monai.utils import min_version, optional_import
 
 from cryoet_monai.data.manifest import Manifest, load_manifest
-from cryoet_monai.data.picks import read_picks
 from cryoet_monai.engines.distributed import is_main_process
 from cryoet_monai.handlers.tensorboard import LazyTensorBoardHandler
 from cryoet_monai.inference.thresholds import apply_thresholds, load_thresholds
@@ -100,7 +99,7 @@ class TensorBoardPicksOverlay(LazyTensorBoardHandler):
         if self.thresholds_path is not None and Path(self.thresholds_path).is_file():
             picks = apply_thresholds(picks, dict(zip(self.manifest.class_names, load_thresholds(self.thresholds_path, self.manifest.class_names))))
         item = self.manifest.item(item_id)
-        truth = item_picks(read_picks(item.picks, ndim=ndim), item_id, ndim) if item.picks is not None else None
+        truth = item_picks(self.manifest.read_item_picks(item), item_id, ndim) if item.picks is not None else None
         figure = overlay_figure(
             image,
             picks,

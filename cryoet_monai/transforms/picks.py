@@ -9,7 +9,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from cryoet_monai.data.manifest import inside_boxes
+from cryoet_monai.data.manifest import inside_boxes, picks_reader_args
 from cryoet_monai.data.picks import read_picks
 
 
@@ -20,8 +20,10 @@ class LoadPicksd(MapTransform):
     :func:`~cryoet_monai.data.picks.read_picks`; rows of other experiments than ``d["id"]`` and
     picks outside the item's ``annotated`` boxes (``d["annotated"]``; there the labels are not known,
     as for a lab that annotated only inside the boxes) are dropped; Å positions become voxel coordinates with ``d["voxel_size"]`` (or the loaded image's
-    ``meta["voxel_size"]``). Writes ``d[points_key]`` float32 ``(N, 3)`` and ``d[labels_key]``
-    int64 ``(N,)``, the index of each pick's class in ``classes``.
+    ``meta["voxel_size"]``). A STAR file's positions are converted with that voxel size and the shape in the
+    header of the image file (``d["image"]``, or the loaded image's ``filename_or_obj``). Writes
+    ``d[points_key]`` float32 ``(N, 3)`` and ``d[labels_key]`` int64 ``(N,)``, the index of each pick's class
+    in ``classes``.
 
     Args:
         keys: the key holding the picks file path (exactly one).
@@ -54,19 +56,25 @@ class LoadPicksd(MapTransform):
             points = np.zeros((0, 3), dtype=np.float32)
             labels = np.zeros((0,), dtype=np.int64)
             if path is not None:
-                picks = read_picks(path, ndim=3)
+                voxel_size = data_voxel_size(d, source=str(path))
+                picks = read_picks(path, ndim=3, **picks_reader_args(path, 3, voxel_size, _image_file(d)))
                 if "id" in d:
                     picks = picks[picks["experiment"] == str(d["id"])]
                 unknown = sorted(set(picks["particle_type"]) - set(self.classes))
                 if unknown:
                     raise ValueError(f"{path}: class(es) {unknown} are not among the declared classes {self.classes}")
                 picks = picks[inside_boxes(picks[["x", "y", "z"]].to_numpy(), d.get("annotated"))]
-                voxel_size = data_voxel_size(d, source=str(path))
                 points = (picks[["z", "y", "x"]].to_numpy(dtype=np.float64) / voxel_size).astype(np.float32)
                 labels = np.asarray([self.classes.index(c) for c in picks["particle_type"]], dtype=np.int64)
             d[self.points_key] = points
             d[self.labels_key] = labels
         return d
+
+
+def _image_file(d: Mapping, image_key: Hashable = "image"):
+    """The image file of a data dict: ``d[image_key]`` before loading, the loaded image's ``filename_or_obj`` after."""
+    image = d.get(image_key)
+    return image.meta.get("filename_or_obj") if isinstance(image, MetaTensor) else image
 
 
 def data_voxel_size(d: Mapping, image_key: Hashable = "image", source: str = "data") -> float:
