@@ -1,4 +1,4 @@
-"""Gold beads kept out of picks and pseudo-labels: the mask on a simulated tomogram, the heatmap suppression."""
+"""Gold beads kept out of picks and pseudo-labels: the mask on a simulated tomogram, the picks and pseudo-particles dropped."""
 
 import numpy as np
 import pytest
@@ -10,7 +10,7 @@ from cryoet_monai.data.microscope import Microscope, simulate_tomogram
 from cryoet_monai.data.synthetic import ice_texture
 from cryoet_monai.engines import MultiViewPseudoLabeler
 from cryoet_monai.inference.postprocess import HeatmapToPicks
-from cryoet_monai.transforms.dense_outliers import SuppressDenseOutliers, SuppressDenseOutliersd, dense_outlier_mask
+from cryoet_monai.transforms.dense_outliers import DropDenseOutlierPicks, DropDenseOutlierPicksd, dense_outlier_mask
 from cryoet_monai.transforms.heatmap import render_heatmap
 
 VOXEL = 20.0
@@ -41,49 +41,49 @@ def test_the_mask_covers_the_gold_bead_and_no_protein(tomogram):
     assert not dense_outlier_mask(np.ones((1, 8, 8, 8), np.float32)).any()  # constant image: no spread, no outliers
 
 
+def _response(tomogram):
+    """A network's class map: particles, and a bead whose response reaches beyond the 60 Å margin."""
+    particles = render_heatmap(list(PARTICLES.values()), [0] * len(PARTICLES), [2.0], tomogram.shape, 1)
+    bead = render_heatmap([GOLD], [0], [5.0], tomogram.shape, 1)
+    return torch.logit(torch.maximum(particles, bead).clamp(1e-4, 1 - 1e-4))
+
+
 def test_no_pick_lands_on_the_bead(tomogram):
-    centres = [*PARTICLES.values(), GOLD]
-    heatmap = render_heatmap(centres, [0] * len(centres), [2.0], tomogram.shape, 1)
-    logits = torch.logit(heatmap.clamp(1e-4, 1 - 1e-4))
-    to_picks = HeatmapToPicks(["particle"], [60.0], thresholds=0.5)
-    assert len(to_picks(logits, "t", VOXEL)) == 4
-    suppressed = SuppressDenseOutliers(threshold=7.0, margin_angstrom=60.0)(logits, torch.from_numpy(tomogram)[None], VOXEL)
-    picks = to_picks(suppressed, "t", VOXEL)
-    found = np.round(picks[["z", "y", "x"]].to_numpy() / VOXEL).astype(int)
+    image = torch.from_numpy(tomogram)[None]
+    picks = HeatmapToPicks(["particle"], [60.0], thresholds=0.5)(_response(tomogram), "t", VOXEL)
+    assert len(picks) == 4
+    kept = DropDenseOutlierPicks(threshold=7.0, margin_angstrom=60.0)(picks, image, VOXEL)
+    found = np.round(kept[["z", "y", "x"]].to_numpy() / VOXEL).astype(int)
     assert sorted(map(tuple, found)) == sorted(PARTICLES.values())
-    assert float(suppressed.min()) == pytest.approx(float(logits.min()))  # lowered to the map's minimum, nothing lower
-    unchanged = SuppressDenseOutliers(threshold=None)(logits, torch.from_numpy(tomogram)[None], VOXEL)
-    assert unchanged is logits
-    d = SuppressDenseOutliersd(keys="pred", threshold=7.0)({"pred": logits, "image": torch.from_numpy(tomogram)[None], "voxel_size": VOXEL})
-    assert torch.equal(d["pred"], suppressed)
+    assert len(DropDenseOutlierPicks(threshold=None)(picks, image, VOXEL)) == 4
+    d = DropDenseOutlierPicksd(threshold=7.0)({"pred_picks": picks, "image": image, "voxel_size": VOXEL})
+    assert d["pred_picks"].equals(kept)
 
 
 def test_the_teacher_s_bead_becomes_trusted_background(tomogram):
     image = torch.from_numpy(tomogram)[None, None]
-    centres = [PARTICLES["ribosome"], GOLD]
-    heatmap = render_heatmap(centres, [0, 0], [2.0], tomogram.shape, 1)[None]
+    response = _response(tomogram)[None]
 
-    def teacher(x):  # fires on the ribosome and on the bead alike, in every view
-        return torch.logit(heatmap.clamp(1e-4, 1 - 1e-4)).expand(x.shape[0], -1, -1, -1, -1)
+    def teacher(x):  # fires on the particles and on the bead alike, in every view
+        return response.expand(x.shape[0], -1, -1, -1, -1)
 
-    plain = MultiViewPseudoLabeler([150.0], VOXEL, thresholds=0.5, views=[0], negative_threshold=0.1)
-    aware = MultiViewPseudoLabeler([150.0], VOXEL, thresholds=0.5, views=[0], negative_threshold=0.1, dense_outlier_threshold=7.0)
+    plain = MultiViewPseudoLabeler([60.0], VOXEL, thresholds=0.5, views=[0], negative_threshold=0.1)
+    aware = MultiViewPseudoLabeler([60.0], VOXEL, thresholds=0.5, views=[0], negative_threshold=0.1, dense_outlier_threshold=7.0)
+    z, y, x = GOLD
     for labeler, bead_is_particle in ((plain, True), (aware, False)):
         pseudo, trusted = labeler(teacher, image)
         assert pseudo[(0, 0, *PARTICLES["ribosome"])] == pytest.approx(1.0)
-        assert bool(pseudo[(0, 0, *GOLD)] > 0.9) == bead_is_particle
+        assert bool(pseudo[0, 0, z - 8 : z + 9, y - 8 : y + 9, x - 8 : x + 9].max() > 0.5) == bead_is_particle  # no ring either
         assert trusted[(0, 0, *GOLD)] == 1  # a pseudo-particle, or trusted background
 
 
-def test_bad_settings_and_shapes_are_named():
+def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="threshold"):
-        SuppressDenseOutliers(threshold=0.0)
+        DropDenseOutlierPicks(threshold=0.0)
     with pytest.raises(ValueError, match="margin"):
-        SuppressDenseOutliers(margin_angstrom=-1.0)
+        DropDenseOutlierPicks(margin_angstrom=-1.0)
     with pytest.raises(ValueError, match="one-channel"):
         dense_outlier_mask(np.zeros((2, 8, 8, 8), np.float32))
-    with pytest.raises(ValueError, match="spatial shape"):
-        SuppressDenseOutliers()(torch.zeros(1, 8, 8, 8), torch.zeros(1, 8, 8, 9), VOXEL)
 
 
 def test_a_denoised_tomogram_keeps_its_proteins(tomogram):

@@ -2,9 +2,10 @@
 
 The teacher sees a crop under several wedge-preserving views; the inverse-mapped logits are averaged
 (fusion), peaks above per-class confidence thresholds become pseudo-particles, and Gaussian heatmaps
-are rendered around them exactly like the heatmaps of annotated particles. Gold beads and other dense
-outliers of the crop are taught as background (:class:`~cryoet_monai.transforms.dense_outliers.SuppressDenseOutliers`):
-a teacher trained on few annotated boxes fires on them in every class. Voxels the teacher is
+are rendered around them exactly like the heatmaps of annotated particles. Peaks on gold beads and other
+dense outliers of the crop are dropped and the bead is taught as background
+(:mod:`cryoet_monai.transforms.dense_outliers`): a teacher trained on few annotated boxes fires on beads in
+every class. Voxels the teacher is
 unsure about (fused probability between ``negative_threshold`` and a pseudo-particle) are left out
 of the pseudo-label loss: there a missed particle would otherwise be taught as background.
 
@@ -25,7 +26,7 @@ from monai.transforms import MapTransform
 
 from cryoet_monai.data.manifest import load_manifest
 from cryoet_monai.inference.peaks import find_peaks, per_class
-from cryoet_monai.transforms.dense_outliers import SuppressDenseOutliers
+from cryoet_monai.transforms.dense_outliers import DropDenseOutlierPicks, points_in_mask
 from cryoet_monai.transforms.heatmap import annotated_mask, class_sigmas, render_heatmap
 from cryoet_monai.transforms.views import invert_view_volume, view_volume
 
@@ -86,9 +87,9 @@ class MultiViewPseudoLabeler:
         negative_threshold: a voxel counts as background of a class only where the fused probability is
             below this (one, or one per class); elsewhere outside the pseudo-particles' Gaussians it is
             ignored. None: all voxels count.
-        dense_outlier_threshold: the teacher's maps are lowered to their minimum on the crop's dense outliers
-            (gold beads; a multiple of the 99th-percentile deviation, see :func:`~cryoet_monai.transforms.dense_outliers.dense_outlier_mask`),
-            which makes them trusted background and never pseudo-particles; None turns this off.
+        dense_outlier_threshold: the teacher's peaks on the crop's dense outliers (gold beads; a multiple of the
+            99th-percentile deviation, see :func:`~cryoet_monai.transforms.dense_outliers.dense_outlier_mask`) are
+            not pseudo-particles, and those voxels are trusted background; None turns this off.
         dense_outlier_margin: the outlier mask is grown by this distance in Å.
     """
 
@@ -113,7 +114,7 @@ class MultiViewPseudoLabeler:
         self.min_distance = [nms_radius_scale * radii_angstrom[c] / voxel_size for c in self.active]
         self.views = [int(k) for k in views]
         self.voxel_size = float(voxel_size)
-        self.suppress_outliers = SuppressDenseOutliers(dense_outlier_threshold, margin_angstrom=dense_outlier_margin)
+        self.outliers = DropDenseOutlierPicks(dense_outlier_threshold, margin_angstrom=dense_outlier_margin)
         self.negative_threshold = None
         if negative_threshold is not None:
             negative = per_class(negative_threshold, num_classes, "negative_threshold")
@@ -136,16 +137,22 @@ class MultiViewPseudoLabeler:
             whose pseudo-label is trusted (all ones when ``negative_threshold`` is None).
         """
         fused = self.fuse(network, images).float()
-        fused = torch.stack([self.suppress_outliers(maps, image, self.voxel_size) for maps, image in zip(fused, images)])
+        masks = [self.outliers.mask(image, self.voxel_size) for image in images]
         heatmaps = []
-        for logits in fused:
+        for logits, mask in zip(fused, masks):
             points, labels = torch.zeros((0, 3)), torch.zeros((0,), dtype=torch.int64)
             if self.active:
                 points, active_labels, _ = find_peaks(logits[self.active], self.min_distance, self.logit_thresholds)
                 labels = torch.as_tensor(self.active, device=active_labels.device)[active_labels]
+                if mask is not None:
+                    keep = torch.as_tensor(~points_in_mask(points, mask), device=points.device)
+                    points, labels = points[keep], labels[keep]
             heatmaps.append(render_heatmap(points, labels, self.sigmas, logits.shape[1:], self.num_classes))
         heatmaps = torch.stack(heatmaps).to(device=images.device, dtype=images.dtype)
         if self.negative_threshold is None:
             return heatmaps, torch.ones_like(heatmaps)
         trusted = (torch.sigmoid(fused) < self.negative_threshold.to(fused.device)) | (heatmaps > 0)
+        for b, mask in enumerate(masks):
+            if mask is not None:
+                trusted[b] |= torch.as_tensor(mask, device=trusted.device)
         return heatmaps, trusted.to(heatmaps)

@@ -7,9 +7,11 @@ replica (low-pass σ 1.5 voxels) protein reaches at most 3.9, gold beads 16–18
 crop). Being relative, the measure does not depend on the noise level, so denoised tomograms, where
 particles stand far above the noise, are not masked. A heatmap network trained on partially annotated
 tomograms has rarely been shown a bead as background and fires on it in every class with full confidence.
-:class:`SuppressDenseOutliers` lowers the heatmap to its minimum on those voxels (grown by a margin) before
-peaks are extracted, so no pick and no pseudo-particle lands on a bead, and a teacher's pseudo-labels teach
-the bead as background.
+:class:`DropDenseOutlierPicks` removes the picks that land on those voxels (grown by a margin) after peak
+extraction; the pseudo-labeler does the same with its pseudo-particles and teaches the bead as background.
+Removing peaks, not lowering the heatmap on the bead, matters: the response around a bead reaches beyond
+any margin, and with its summit cut away the NMS no longer suppresses that shoulder, which then breaks up into
+a ring of false peaks.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
@@ -60,11 +63,18 @@ def dense_outlier_mask(image, threshold: float = 7.0, sigma: float = 1.5, margin
     return mask[None]
 
 
-class SuppressDenseOutliers(Transform):
-    """Lowers class maps to their minimum where the image holds gold beads or other dense outliers.
+def points_in_mask(points_zyx, mask: np.ndarray) -> np.ndarray:
+    """Whether each voxel point ``(z, y, x)`` (rounded, clipped to the volume) lies in ``mask`` ``(1, Z, Y, X)``."""
+    points = np.rint(convert_to_numpy(points_zyx, dtype=np.float64, wrap_sequence=True).reshape(-1, 3)).astype(np.int64)
+    points = np.clip(points, 0, np.asarray(mask.shape[1:]) - 1)
+    return mask[0][tuple(points.T)] if len(points) else np.zeros(0, dtype=bool)
+
+
+class DropDenseOutlierPicks(Transform):
+    """Removes the picks that lie on gold beads or other dense outliers of their tomogram.
 
     Args:
-        threshold: see :func:`dense_outlier_mask`; None turns the suppression off.
+        threshold: see :func:`dense_outlier_mask`; None keeps every pick.
         sigma: low-pass σ in voxels, see :func:`dense_outlier_mask`.
         margin_angstrom: the outlier mask is grown by this distance in Å (about a bead's radius: a network
             peaks on the bead or at its rim).
@@ -79,41 +89,42 @@ class SuppressDenseOutliers(Transform):
         self.sigma = sigma
         self.margin_angstrom = margin_angstrom
 
-    def __call__(self, maps: torch.Tensor, image: torch.Tensor, voxel_size: float) -> torch.Tensor:
+    def mask(self, image, voxel_size: float) -> np.ndarray | None:
+        """The grown outlier mask ``(1, *spatial)`` of ``image``, or None when turned off."""
+        if self.threshold is None:
+            return None
+        return dense_outlier_mask(image, self.threshold, self.sigma, int(round(self.margin_angstrom / float(voxel_size))))
+
+    def __call__(self, picks: pd.DataFrame, image, voxel_size: float) -> pd.DataFrame:
         """
         Args:
-            maps: class maps ``(C, *spatial)`` (logits or probabilities).
-            image: the image they were predicted from, ``(1, *spatial)``.
+            picks: picks table of one tomogram (``x, y, z`` in Å).
+            image: the tomogram, ``(1, Z, Y, X)``.
             voxel_size: Å per voxel.
         """
-        if self.threshold is None:
-            return maps
-        if tuple(image.shape[1:]) != tuple(maps.shape[1:]):
-            raise ValueError(f"class maps {tuple(maps.shape)} and image {tuple(image.shape)} differ in spatial shape")
-        margin = int(round(self.margin_angstrom / float(voxel_size)))
-        mask = torch.as_tensor(dense_outlier_mask(image, self.threshold, self.sigma, margin), device=maps.device)
-        if not mask.any():
-            return maps
-        floor = maps.detach().flatten(1).amin(dim=1).reshape(-1, *[1] * (maps.ndim - 1))
-        return torch.where(mask, floor, maps)
+        mask = self.mask(image, voxel_size)
+        if mask is None or not len(picks):
+            return picks
+        on_outlier = points_in_mask(picks[["z", "y", "x"]].to_numpy() / float(voxel_size), mask)
+        return picks[~on_outlier].reset_index(drop=True)
 
 
-class SuppressDenseOutliersd(MapTransform):
-    """Dictionary twin of :class:`SuppressDenseOutliers` for a bundle's post-processing.
+class DropDenseOutlierPicksd(MapTransform):
+    """Dictionary twin of :class:`DropDenseOutlierPicks` for a bundle's post-processing (after the peaks).
 
     Args:
-        keys: the class-map keys (e.g. ``pred``).
-        image_key: key of the image the maps were predicted from.
+        keys: the picks-table keys (e.g. ``pred_picks``).
+        image_key: key of the tomogram the picks were made in.
         voxel_size_key: key of the voxel size in Å.
-        threshold: see :class:`SuppressDenseOutliers`.
-        sigma: see :class:`SuppressDenseOutliers`.
-        margin_angstrom: see :class:`SuppressDenseOutliers`.
+        threshold: see :class:`DropDenseOutlierPicks`.
+        sigma: see :class:`DropDenseOutlierPicks`.
+        margin_angstrom: see :class:`DropDenseOutlierPicks`.
         allow_missing_keys: don't raise an exception if a key is missing.
     """
 
     def __init__(
         self,
-        keys: KeysCollection = "pred",
+        keys: KeysCollection = "pred_picks",
         image_key: Hashable = "image",
         voxel_size_key: Hashable = "voxel_size",
         threshold: float | None = 7.0,
@@ -122,7 +133,7 @@ class SuppressDenseOutliersd(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.suppress = SuppressDenseOutliers(threshold, sigma, margin_angstrom)
+        self.drop = DropDenseOutlierPicks(threshold, sigma, margin_angstrom)
         self.image_key = image_key
         self.voxel_size_key = voxel_size_key
 
@@ -130,5 +141,5 @@ class SuppressDenseOutliersd(MapTransform):
         d = dict(data)
         voxel_size = float(torch.as_tensor(d[self.voxel_size_key]).reshape(-1)[0])
         for key in self.key_iterator(d):
-            d[key] = self.suppress(d[key], d[self.image_key], voxel_size)
+            d[key] = self.drop(d[key], d[self.image_key], voxel_size)
         return d
