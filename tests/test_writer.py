@@ -58,3 +58,29 @@ def test_star_class_numbers_follow_the_given_class_order_whichever_classes_were_
     item = {"id": "TS_1", "image": torch.zeros(1, 10, 20, 30), "voxel_size": 10.0, "picks": picks}
     run_writer(PicksWriter(tmp_path, formats=["csv", "star"], class_names=classes), [item])
     assert starfile.read(tmp_path / "picks.star")["rlnClassNumber"].tolist() == [4, 6]
+
+
+@pytest.mark.parametrize(
+    "bundle, config, writer_id",
+    [
+        ("semietpicker", "inference", "picks_writer"),
+        ("semietpicker", "evaluate", "picks_writer"),
+        ("semietpicker", "train", "validate#picks_writer"),
+        ("semietpicker", "train_semi", "validate#picks_writer"),
+        ("sasi", "inference", "picks_writer"),
+        ("sasi", "evaluate", "picks_writer"),
+        ("sasi", "train", "validate#picks_writer"),
+        ("cryomae", "pick", "picks_writer"),
+        ("cryomae", "pick_3d", "picks_writer"),
+    ],
+)
+def test_bundle_writers_number_classes_in_manifest_order(make_manifest, tmp_path, bundle, config, writer_id):
+    from monai.bundle import ConfigParser
+
+    from cryoet_monai.bundles import bundle_dir
+
+    manifest = make_manifest({"test": [("TS_1", [("ribosome", 100, 100, 100)], None)]})
+    parser = ConfigParser()
+    parser.read_config(bundle_dir(bundle) / "configs" / f"{config}.yaml")
+    parser.update({"manifest": str(manifest), "output_dir": str(tmp_path / "out")})
+    assert parser.get_parsed_content(f"{writer_id}#class_names") == ["ribosome", "ferritin"]
