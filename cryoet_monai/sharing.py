@@ -158,10 +158,11 @@ def verify_bundle(path, check_network: bool = True) -> tuple[list[str], list[str
         metadata = json.loads(meta_path.read_text())
         problems = [f"metadata.json: missing '{key}'" for key in REQUIRED_METADATA if key not in metadata]
         warnings = []
-        installed = installed_versions()
+        installed, packed_with = installed_versions(), metadata.get("packed_with", {})
         for key, lib in (("monai_version", "monai"), ("pytorch_version", "torch"), ("numpy_version", "numpy")):
-            if key in metadata and _major_minor(metadata[key]) != _major_minor(installed[lib]):
-                warnings.append(f"bundle made with {lib} {metadata[key]}, installed {installed[lib]}")
+            made_with = packed_with.get(lib, metadata.get(key))  # the packer's environment, when recorded
+            if made_with is not None and _major_minor(made_with) != _major_minor(installed[lib]):
+                warnings.append(f"bundle made with {lib} {made_with}, installed {installed[lib]}")
         checksums = metadata.get("sha256")
         if checksums is None:
             warnings.append("no sha256 checksums in metadata.json (an unpacked bundle folder?)")

@@ -104,8 +104,21 @@ def rewrite_zip(archive, out, change) -> None:
 @pytest.mark.parametrize("bundle", ["semietpicker", "sasi", "cryomae"])
 def test_every_shipped_bundle_packs_and_verifies(bundle, tmp_path):
     archive = pack_bundle(bundle, tmp_path / f"{bundle}.zip")
-    problems, _ = verify_bundle(archive)
+    problems, warnings = verify_bundle(archive)
     assert problems == [], f"{bundle}: {problems}"
+    assert not [w for w in warnings if "made with" in w], "packed and verified in the same environment"
+
+    def packed_elsewhere(name, data):
+        if not name.endswith("configs/metadata.json"):
+            return data
+        metadata = json.loads(data)
+        metadata["packed_with"]["numpy"] = "1.26.4"
+        return json.dumps(metadata).encode()
+
+    elsewhere = tmp_path / "elsewhere.zip"
+    rewrite_zip(archive, elsewhere, packed_elsewhere)
+    problems, warnings = verify_bundle(elsewhere, check_network=False)
+    assert problems == [] and any(w.startswith("bundle made with numpy 1.26.4") for w in warnings)
 
     flipped = tmp_path / "flipped.zip"
     rewrite_zip(archive, flipped, lambda name, data: data[:-1] + bytes([data[-1] ^ 1]) if name.endswith("models/model.pt") else data)
