@@ -252,6 +252,44 @@ def test_select_exemplars_is_reproducible_and_respects_the_margin():
         select_exemplars(picks, "b", 3)
 
 
+def test_select_exemplars_from_relion_star_files(tmp_path):
+    import starfile
+
+    from cryoet_monai.data.manifest import Item, Manifest, ParticleClass
+
+    xy = {"rlnCoordinateX": [10.0, 20.0, 30.0], "rlnCoordinateY": [5.0, 6.0, 7.0]}
+    named = tmp_path / "autopick.star"  # micrograph names, no class
+    starfile.write({"particles": pd.DataFrame({"rlnMicrographName": ["MotionCorr/job002/mic.mrc"] * 3, **xy})}, named)
+    manual = tmp_path / "manualpick.star"  # RELION manual picks: no micrograph, unset class numbers
+    starfile.write(pd.DataFrame({**xy, "rlnClassNumber": [-999] * 3}), manual)
+    one = Manifest("m", 2, 1.0, [ParticleClass("bgal", 27.0)], {"training": [Item("mic", tmp_path / "mic.mrc")]})
+
+    for path, manifest in [(named, None), (manual, one)]:
+        chosen = select_exemplars(path, "mic", 5, particle_type="bgal", manifest=manifest)
+        assert chosen["micrograph"].tolist() == ["mic"] * 3 and chosen["particle_type"].tolist() == ["bgal"] * 3
+        assert chosen["x"].tolist() == xy["rlnCoordinateX"]
+    assert select_exemplars(manual, "mic", 5, manifest=one)["particle_type"].tolist() == ["bgal"] * 3  # the only class
+    with pytest.raises(ValueError, match=r"manualpick\.star: the exemplars name no micrograph .* add a column rlnMicrographName naming the micrograph 'mic'"):
+        select_exemplars(manual, "mic", 5, particle_type="bgal")
+    two = Manifest("m", 2, 1.0, [ParticleClass("bgal", 27.0), ParticleClass("ice", 9.0)], {"training": [Item("mic", tmp_path / "mic.mrc"), Item("other", tmp_path / "other.mrc")]})
+    with pytest.raises(ValueError, match=r"manualpick\.star: .*no micrograph .* and the manifest has 2 training items"):
+        select_exemplars(manual, "mic", 5, particle_type="bgal", manifest=two)
+    with pytest.raises(ValueError, match=r"autopick\.star: the exemplars name no class .* declares \['bgal', 'ice'\]; add a column cryoetParticleType"):
+        select_exemplars(named, "mic", 5, manifest=two)
+
+
+def test_select_exemplars_from_a_centred_star_file_of_a_tomogram(make_manifest, tmp_path):
+    from cryoet_monai.data.manifest import load_manifest
+    from cryoet_monai.data.picks import write_picks
+
+    rows = [("ribosome", 100, 200, 150), ("ribosome", 300, 100, 50), ("ferritin", 200, 200, 200)]
+    manifest = load_manifest(make_manifest({"training": [("TS_1", rows, None)]}))
+    truth = manifest.truth("training")
+    star = write_picks(truth, tmp_path / "exemplars.star", voxel_size=10.0, shapes=(40, 50, 60))  # centred Å
+    chosen = select_exemplars(star, "TS_1", 5, particle_type="ribosome", manifest=manifest)
+    np.testing.assert_allclose(chosen[["x", "y", "z"]], truth[["x", "y", "z"]].iloc[:2], atol=1e-3)
+
+
 def test_refine_peaks_finds_the_sub_grid_maximum():
     from cryoet_monai.inference.exemplar import refine_peaks
 

@@ -34,6 +34,7 @@ import logging
 import math
 import time
 from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -43,6 +44,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 from scipy import ndimage
 
+from cryoet_monai.data.manifest import Manifest, picks_reader_args
 from cryoet_monai.data.picks import coord_columns, item_column, make_picks, read_picks, within_border
 from cryoet_monai.inference.peaks import find_peaks
 from cryoet_monai.inference.sliding_window import Autocast
@@ -60,12 +62,19 @@ MIN_TWO_POPULATION_GAIN = 0.04
 
 
 def select_exemplars(
-    picks, item_id: str, num: int, seed: int = 0, particle_type: str | None = None, margin: float = 0.0, image_shape=None
+    picks,
+    item_id: str,
+    num: int,
+    seed: int = 0,
+    particle_type: str | None = None,
+    margin: float = 0.0,
+    image_shape=None,
+    manifest: Manifest | None = None,
 ) -> pd.DataFrame:
     """A reproducible random choice of ``num`` exemplars among the picks of one micrograph / tomogram.
 
     Args:
-        picks: a picks table or a picks file (CSV, STAR, copick JSON).
+        picks: a picks table or a picks file (CSV, STAR, copick JSON; see :func:`read_exemplars`).
         item_id: the micrograph / tomogram whose picks are drawn from.
         num: how many exemplars (all picks when fewer exist).
         seed: seed of the random choice.
@@ -73,8 +82,9 @@ def select_exemplars(
         margin: keep only picks at least this far (same units as the picks) from the image border
             (needs ``image_shape``, array order, in the same units).
         image_shape: extent of the image for ``margin``.
+        manifest: the manifest of ``item_id``, for reading a STAR file (see :func:`read_exemplars`).
     """
-    table = read_picks(picks) if not isinstance(picks, pd.DataFrame) else picks
+    table = read_exemplars(picks, item_id, particle_type, manifest) if not isinstance(picks, pd.DataFrame) else picks
     ndim = len([c for c in ("x", "y", "z") if c in table.columns])
     table = table[table[item_column(ndim)].astype(str) == str(item_id)]
     if particle_type is not None:
@@ -87,6 +97,54 @@ def select_exemplars(
                          f"{'' if particle_type is None else f' (class {particle_type})'} to choose exemplars from")
     rows = np.random.default_rng(seed).choice(len(table), size=min(num, len(table)), replace=False)
     return table.iloc[np.sort(rows)].reset_index(drop=True)
+
+
+def read_exemplars(path, item_id: str, particle_type: str | None = None, manifest: Manifest | None = None) -> pd.DataFrame:
+    """Read a picks file of exemplars of one training item; RELION STAR files need not name the class or the item.
+
+    A STAR file without ``cryoetParticleType`` (RELION's ``rlnClassNumber`` numbers classification classes, not
+    species) holds particles of ``particle_type``, else of the manifest's only class. One without
+    ``rlnMicrographName`` / ``rlnTomoName`` (RELION's per-micrograph manual picks) holds particles of ``item_id``
+    when that is the manifest's only training item. A tomogram's STAR positions are converted with the voxel size
+    and image shape of ``item_id``.
+
+    Args:
+        path: the picks file (CSV, STAR, copick JSON).
+        item_id: the training micrograph / tomogram the exemplars are for.
+        particle_type: the class the exemplars are for.
+        manifest: the manifest of ``item_id``; needed for the defaults above and for tomograms.
+
+    Raises:
+        ValueError: a STAR file whose class or item cannot be decided, naming the file and the column to add.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".star":
+        return read_picks(path)
+    from cryoet_monai.data.star import CENTRED_COLUMNS, MICROGRAPH_COLUMN, NAME_COLUMN, PIXEL_COLUMNS, TOMO_COLUMN, _particle_block
+
+    columns = set(_particle_block(path).columns)
+    ndim = manifest.ndim if manifest is not None else (3 if {PIXEL_COLUMNS[2], CENTRED_COLUMNS[2]} & columns else 2)
+    image_word, item_column_name = ("tomogram", TOMO_COLUMN) if ndim == 3 else ("micrograph", MICROGRAPH_COLUMN)
+    reader_args = {}
+    if NAME_COLUMN not in columns:
+        classes = manifest.class_names if manifest is not None else []
+        if particle_type is None and len(classes) != 1:
+            declared = f" and the manifest declares {classes}" if classes else ""
+            raise ValueError(f"{path}: the exemplars name no class (no {NAME_COLUMN} column){declared}; add a column {NAME_COLUMN} naming it")
+        reader_args["particle_type"] = particle_type if particle_type is not None else classes[0]
+    if not {TOMO_COLUMN, MICROGRAPH_COLUMN} & columns:
+        training = [it.id for it in manifest.items("training")] if manifest is not None else []
+        if training != [str(item_id)]:
+            several = f" and the manifest has {len(training)} training items" if len(training) > 1 else ""
+            raise ValueError(
+                f"{path}: the exemplars name no {image_word} (no {item_column_name} column){several}; "
+                f"add a column {item_column_name} naming the {image_word} '{item_id}'"
+            )
+        reader_args["experiment"] = str(item_id)
+    if ndim == 3 and manifest is not None:
+        item = manifest.item(str(item_id))
+        reader_args.update(picks_reader_args(path, 3, item.voxel_size, item.image))
+    return read_picks(path, ndim=ndim, **reader_args)
 
 
 def token_centre_offset(window: Sequence[int], patch: Sequence[int]) -> np.ndarray:
