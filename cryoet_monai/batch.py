@@ -78,6 +78,8 @@ class BatchPicker:
         self.shard = shard
         self.overrides = dict(overrides or {})
         self.formats = tuple(formats)
+        if "copick" in self.formats and self.manifest.ndim == 2:
+            raise ValueError(f"{manifest}: copick overlays are for tomograms and this manifest holds micrographs; leave copick out of --formats")
         self.items = self.manifest.items(split)
 
     def result_path(self, item_id: str) -> Path:

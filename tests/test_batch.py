@@ -109,3 +109,5 @@ def test_cryomae_batch_takes_its_exemplars_from_the_training_micrograph(tmp_path
     assert counts == {"done": len(test_ids), "skipped": 0, "failed": 0, "pending": 0}
     picks = pd.read_csv(tmp_path / "batch" / "picks.csv")
     assert set(picks["micrograph"]) == test_ids and len(picks) >= len(test_ids)
+    with pytest.raises(ValueError, match="copick overlays are for tomograms"):
+        BatchPicker("cryomae", path, tmp_path / "batch_copick", config="pick", formats=("copick",))  # refused before any picking
