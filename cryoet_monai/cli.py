@@ -109,6 +109,8 @@ def run_bundle(bundle: str, config: str, overrides: dict, safe: bool = False, tr
         load_manifest(overrides["manifest"])
     if not Path(config).is_file():
         overrides = {"bundle_root": str(bundle_dir(bundle)), **overrides}
+    elif Path(path).resolve().parent.name == "configs":  # a config file inside a bundle folder: that folder's weights and files
+        overrides = {"bundle_root": str(Path(path).resolve().parent.parent), **overrides}
     if tracking is not None:
         overrides = {**_tracking_overrides(tracking, overrides), **overrides, "tracking": tracking}
     run(config_file=path, **overrides)

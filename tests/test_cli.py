@@ -89,3 +89,13 @@ def test_view_refuses_picks_of_another_tomogram(make_manifest, tmp_path, capsys)
     assert main(["view", str(tomo), "--picks", str(pred), "--out", str(tmp_path / "o.png")]) == 2
     assert "has no picks for 'TS_1'" in capsys.readouterr().err
     assert main(["view", str(tomo), "--picks", str(pred), "--id", "TS_9", "--out", str(tmp_path / "o.png")]) == 0
+
+
+def test_a_config_file_inside_a_bundle_folder_runs_with_that_bundle_s_root(tmp_path):
+    received = tmp_path / "received" / "mybundle"
+    (received / "configs").mkdir(parents=True)
+    config = received / "configs" / "show.yaml"
+    config.write_text('imports: ["$import pathlib"]\nbundle_root: /installed/bundle\nout: x\nrun: ["$pathlib.Path(@out).write_text(str(@bundle_root))"]\n')
+    out = tmp_path / "root.txt"
+    assert main(["run", str(received), str(config), "--out", str(out)]) == 0
+    assert out.read_text() == str(received.resolve())
