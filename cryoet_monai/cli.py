@@ -251,7 +251,7 @@ def cmd_manifest(args, _):
     elif args.manifest_command == "check":
         from cryoet_monai.data.manifest import load_manifest
 
-        manifest = load_manifest(args.manifest)
+        manifest = load_manifest(args.manifest, check_voxels=True)
         counts = {split: len(manifest.items(split)) for split in manifest.splits}
         print(f"{args.manifest}: ok — {manifest.ndim}D, {len(manifest.classes)} classes, items per split {counts}")
     elif args.manifest_command == "budget":

@@ -206,7 +206,7 @@ def inside_boxes(coords_xyz: np.ndarray, boxes: list[list[float]] | None) -> np.
     return keep
 
 
-def load_manifest(path, root=None, check_files: bool = True, check_points: bool = True) -> Manifest:
+def load_manifest(path, root=None, check_files: bool = True, check_points: bool = True, check_voxels: bool = False) -> Manifest:
     """Load and validate a manifest.
 
     Args:
@@ -214,8 +214,11 @@ def load_manifest(path, root=None, check_files: bool = True, check_points: bool 
         root: folder that relative paths refer to; defaults to the manifest's folder (the contract).
             Shipped manifests whose data lives elsewhere (e.g. real micrographs) take it at run time.
         check_files: fail when an image or picks file is missing.
-        check_points: read each picks file and image; fail on undeclared classes, non-finite values (picks
-            and voxels) and points outside their image.
+        check_points: read each picks file and image header; fail on undeclared classes, non-finite picks and
+            points outside their image.
+        check_voxels: with ``check_points``, also read every voxel of every image and fail on NaN or infinite
+            values (``cryoet-monai manifest check``; off by default: a run would read all of a split's data
+            once more, and the image readers fail on such voxels anyway when a tomogram is loaded).
 
     Raises:
         ManifestError: naming the file and the problem.
@@ -287,7 +290,7 @@ def load_manifest(path, root=None, check_files: bool = True, check_points: bool 
     if check_points:
         for split in manifest.splits:
             for it in manifest.splits[split]:
-                _check_item_points(manifest, it)
+                _check_item_points(manifest, it, check_voxels)
     return manifest
 
 
@@ -306,7 +309,7 @@ def _check_boxes(boxes, ndim, fail):
     return out
 
 
-def _check_item_points(manifest: Manifest, item: Item) -> None:
+def _check_item_points(manifest: Manifest, item: Item, check_voxels: bool = False) -> None:
     from cryoet_monai.data.readers import ImageFileError, check_finite_voxels, image_info
 
     where = f"{manifest.path}: item '{item.id}'"
@@ -320,10 +323,11 @@ def _check_item_points(manifest: Manifest, item: Item) -> None:
         raise ManifestError(
             f"{where}: image {item.image} has {len(shape)} dimensions {tuple(shape)} but the manifest says ndim={manifest.ndim}"
         )
-    try:
-        check_finite_voxels(item.image)
-    except ImageFileError as err:
-        raise ManifestError(f"{where}: {err}") from err
+    if check_voxels:
+        try:
+            check_finite_voxels(item.image)
+        except ImageFileError as err:
+            raise ManifestError(f"{where}: {err}") from err
     if item.picks is None or not item.picks.is_file():
         return
     try:
