@@ -7,6 +7,7 @@ the problem; ``--debug`` (or ``CRYOET_MONAI_DEBUG=1``) shows the full traceback 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import re
@@ -80,6 +81,26 @@ def config_file(bundle: str, config: str) -> str:
     return str(path)
 
 
+# Options of monai.bundle.run itself, not config ids.
+RUN_OPTIONS = {"run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file", "workflow_type", "workflow_name", "properties_path"}
+
+
+def check_override_ids(config_path, overrides: dict) -> None:
+    """A mistyped ``--key`` would be added to the config as a new, unused id and silently change nothing: refuse it.
+
+    Args:
+        config_path: the config file run.
+        overrides: ``{id: value}``; an id ``a#b`` is checked by its first part.
+    """
+    from monai.bundle import ConfigParser
+
+    known = set(ConfigParser.load_config_file(config_path)) | RUN_OPTIONS
+    unknown = sorted({key.split("#")[0] for key in overrides} - known)
+    if unknown:
+        hints = [f"--{key}" + (f" (did you mean --{close[0]}?)" if (close := difflib.get_close_matches(key, known, n=1)) else "") for key in unknown]
+        raise CommandError(f"{config_path}: no setting {', '.join(hints)}; settings are the config's top-level ids (hyphens are not underscores)")
+
+
 def run_bundle(bundle: str, config: str, overrides: dict, safe: bool = False, tracking: str | None = None) -> None:
     """Run a bundle config like ``python -m monai.bundle run``, after checking the manifest it names.
 
@@ -103,6 +124,7 @@ def run_bundle(bundle: str, config: str, overrides: dict, safe: bool = False, tr
                 + "\n  ".join(findings)
                 + "\nread these lines; if you trust them, run again without --safe"
             )
+    check_override_ids(path, overrides)
     if "manifest" in overrides:
         from cryoet_monai.data.manifest import load_manifest
 

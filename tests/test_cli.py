@@ -99,3 +99,13 @@ def test_a_config_file_inside_a_bundle_folder_runs_with_that_bundle_s_root(tmp_p
     out = tmp_path / "root.txt"
     assert main(["run", str(received), str(config), "--out", str(out)]) == 0
     assert out.read_text() == str(received.resolve())
+
+
+def test_a_mistyped_setting_is_refused_with_the_closest_one(tmp_path, capsys):
+    bundle = tmp_path / "mybundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "configs" / "pick.yaml").write_text("threshold: 0.5\ntta_views: [0]\nnet: {depth: 2}\nrun: []\n")
+    assert main(["run", str(bundle), "pick", "--treshold", "0.9", "--tta-views", "[0]"]) == 2
+    err = capsys.readouterr().err
+    assert "--treshold (did you mean --threshold?)" in err and "--tta-views (did you mean --tta_views?)" in err
+    assert main(["run", str(bundle), "pick", "--threshold", "0.9", "--net#depth", "3", "--run_id", "run"]) == 0
