@@ -193,6 +193,8 @@ def cmd_evaluate(args, _):
     from cryoet_monai.metrics import format_score_table, score_picks
 
     manifest = load_manifest(args.manifest)
+    if not any(item.picks is not None for item in manifest.items(args.split)):
+        raise CommandError(f"{args.manifest}: the '{args.split}' split has no picks files, so there is no truth to score against")
     geometry = {}
     if str(args.pred).lower().endswith(".star") and manifest.ndim == 3:
         from cryoet_monai.data.star import star_geometry
@@ -271,9 +273,11 @@ def cmd_manifest(args, _):
         )
         print(f"wrote {path}")
     elif args.manifest_command == "check":
-        from cryoet_monai.data.manifest import load_manifest
+        from cryoet_monai.data.manifest import load_manifest, voxel_size_mismatches
 
         manifest = load_manifest(args.manifest, check_voxels=True)
+        for mismatch in voxel_size_mismatches(manifest):
+            print(f"warning: {mismatch}", file=sys.stderr)
         counts = {split: len(manifest.items(split)) for split in manifest.splits}
         print(f"{args.manifest}: ok — {manifest.ndim}D, {len(manifest.classes)} classes, items per split {counts}")
     elif args.manifest_command == "budget":

@@ -7,6 +7,7 @@ import pytest
 
 from cryoet_monai.cli import image_id, main, parse_overrides, root_cause
 from cryoet_monai.data.picks import make_picks, write_picks
+from cryoet_monai.data.readers import write_mrc
 
 
 def test_evaluate_json_and_table(make_manifest, tmp_path, capsys):
@@ -109,3 +110,14 @@ def test_a_mistyped_setting_is_refused_with_the_closest_one(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--treshold (did you mean --threshold?)" in err and "--tta-views (did you mean --tta_views?)" in err
     assert main(["run", str(bundle), "pick", "--threshold", "0.9", "--net#depth", "3", "--run_id", "run"]) == 0
+
+
+def test_manifest_check_warns_of_a_header_voxel_size_and_evaluate_needs_truth(make_manifest, tmp_path, capsys):
+    manifest = make_manifest({"test": [("TS_1", None, None)], "validation": [("TS_2", [("ribosome", 100, 100, 100)], None)]})
+    write_mrc(tmp_path / "tomograms" / "TS_1.mrc", np.zeros((40, 50, 60), np.float32), 20.0)  # binned, manifest says 10 Å
+    assert main(["manifest", "check", str(manifest)]) == 0
+    err = capsys.readouterr().err
+    assert "item 'TS_1': voxel size 10 Å in the manifest, 20 Å in the header" in err and "TS_2" not in err
+    pred = write_picks(make_picks("TS_1", "ribosome", np.array([[100, 110, 100]])), tmp_path / "pred.csv")
+    assert main(["evaluate", "--manifest", str(manifest), "--split", "test", "--pred", str(pred)]) == 2
+    assert "the 'test' split has no picks files" in capsys.readouterr().err

@@ -294,6 +294,25 @@ def load_manifest(path, root=None, check_files: bool = True, check_points: bool 
     return manifest
 
 
+def voxel_size_mismatches(manifest: Manifest, tolerance: float = 0.01) -> list[str]:
+    """Items whose image header gives a voxel size more than ``tolerance`` (relative) from the manifest's.
+
+    Headers without a voxel size (1 Å, e.g. pictures) are not compared. A mismatch is often a binned tomogram
+    under an unbinned manifest entry, which would scale every pick and every particle radius.
+    """
+    from cryoet_monai.data.readers import image_info
+
+    found = []
+    for split, items in manifest.splits.items():
+        for item in items:
+            if not item.image.exists():
+                continue
+            _, header = image_info(item.image)
+            if header != 1.0 and abs(header - item.voxel_size) > tolerance * item.voxel_size:
+                found.append(f"{manifest.path}: {split} item '{item.id}': voxel size {item.voxel_size:g} Å in the manifest, {header:g} Å in the header of {item.image}")
+    return found
+
+
 def _check_boxes(boxes, ndim, fail):
     if not isinstance(boxes, list):
         fail("'annotated' must be a list of boxes")
