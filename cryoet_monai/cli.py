@@ -241,8 +241,10 @@ def cmd_view(args, _):
         item = manifest.item(item_id)
         voxel_size = item.voxel_size
         radii = {c.name: c.radius for c in manifest.classes}
-        truth = manifest.truth(args.split) if args.split else None
-        truth = item_picks(truth, item_id, manifest.ndim) if truth is not None else None
+        if args.split:
+            truth = item_picks(manifest.truth(args.split), item_id, manifest.ndim)
+        elif item.picks is not None:  # the item's own annotation, whatever its split
+            truth = manifest.read_item_picks(item)
     ndim = volume.ndim
     ids = sorted(set(picks.iloc[:, 0]))
     picks = item_picks(picks, item_id, ndim)
@@ -386,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--picks", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--manifest")
-    p.add_argument("--split", default="test", help="split whose truth marks TP/FP/misses")
+    p.add_argument("--split", help="split whose truth marks TP/FP/misses (default: the item's own picks file, if it has one)")
     p.add_argument("--id", help="item id (default: the file name without suffix)")
     p.add_argument("--z", type=int)
     p.add_argument("--thickness", type=int, default=5)

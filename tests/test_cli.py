@@ -121,3 +121,20 @@ def test_manifest_check_warns_of_a_header_voxel_size_and_evaluate_needs_truth(ma
     pred = write_picks(make_picks("TS_1", "ribosome", np.array([[100, 110, 100]])), tmp_path / "pred.csv")
     assert main(["evaluate", "--manifest", str(manifest), "--split", "test", "--pred", str(pred)]) == 2
     assert "the 'test' split has no picks files" in capsys.readouterr().err
+
+
+def test_view_marks_hits_against_the_item_s_own_picks_whatever_its_split(make_manifest, tmp_path, capsys, monkeypatch):
+    import cryoet_monai.visualize as visualize
+
+    seen = {}
+
+    def draw_overlay(volume, picks, out, voxel_size, radii, truth, *args, **kwargs):
+        seen["truth"] = truth
+        return out
+
+    monkeypatch.setattr(visualize, "draw_overlay", draw_overlay)
+    manifest = make_manifest({"training": [("TS_1", [("ribosome", 100, 100, 100)], None)]})
+    pred = write_picks(make_picks("TS_1", "ribosome", np.array([[100, 110, 100]])), tmp_path / "pred.csv")
+    tomo = tmp_path / "tomograms" / "TS_1.mrc"
+    assert main(["view", str(tomo), "--picks", str(pred), "--manifest", str(manifest), "--out", str(tmp_path / "o.png")]) == 0
+    assert len(seen["truth"]) == 1 and seen["truth"]["experiment"].tolist() == ["TS_1"]  # not the (empty) test split's
