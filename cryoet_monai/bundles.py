@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -40,3 +41,18 @@ def bundle_dir(name: str) -> Path:
             f"set {BUNDLES_ENV} to the folder that holds your bundles"
         )
     return path
+
+
+def trained_or_shipped_model(output_dir, bundle_root) -> str:
+    """``<output_dir>/models/model.pt`` when a training run left one there, else the bundle's shipped model (with a warning).
+
+    Args:
+        output_dir: the run's output folder, where training writes ``models/model.pt``.
+        bundle_root: the bundle folder holding ``models/model.pt``.
+    """
+    trained = Path(output_dir) / "models" / "model.pt"
+    if trained.is_file():
+        return str(trained)
+    shipped = Path(bundle_root) / "models" / "model.pt"
+    logging.getLogger(__name__).warning(f"no trained model in {trained.parent}; using the shipped model {shipped} (--model_path chooses one)")
+    return str(shipped)

@@ -138,3 +138,14 @@ def test_view_marks_hits_against_the_item_s_own_picks_whatever_its_split(make_ma
     tomo = tmp_path / "tomograms" / "TS_1.mrc"
     assert main(["view", str(tomo), "--picks", str(pred), "--manifest", str(manifest), "--out", str(tmp_path / "o.png")]) == 0
     assert len(seen["truth"]) == 1 and seen["truth"]["experiment"].tolist() == ["TS_1"]  # not the (empty) test split's
+
+
+def test_picking_without_a_trained_model_says_it_uses_the_shipped_one(tmp_path, caplog):
+    from cryoet_monai.bundles import trained_or_shipped_model
+
+    with caplog.at_level("WARNING"):
+        assert trained_or_shipped_model(tmp_path / "run", tmp_path / "bundle") == str(tmp_path / "bundle" / "models" / "model.pt")
+    assert "no trained model in" in caplog.text and "shipped model" in caplog.text
+    (tmp_path / "run" / "models").mkdir(parents=True)
+    (tmp_path / "run" / "models" / "model.pt").write_bytes(b"")
+    assert trained_or_shipped_model(tmp_path / "run", tmp_path / "bundle") == str(tmp_path / "run" / "models" / "model.pt")
