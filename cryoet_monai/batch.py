@@ -105,6 +105,24 @@ class BatchPicker:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
+    def settings(self) -> dict:
+        """What makes a result: the bundle, config, manifest, split and overrides (not the shard)."""
+        return {"bundle": str(self.bundle), "config": self.config, "manifest": str(self.manifest.path), "split": self.split,
+                "overrides": {k: self.overrides[k] for k in sorted(self.overrides)}}
+
+    def check_settings(self) -> None:
+        """Record the settings in ``OUT/settings.json``; a rerun with other settings would mix results, so it stops."""
+        path = self.out / "settings.json"
+        current = json.loads(json.dumps(self.settings()))
+        if not path.is_file():
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps(current, indent=2))
+            return
+        recorded = json.loads(path.read_text())
+        if recorded != current:
+            changed = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
+            raise ValueError(f"{self.out} holds results made with other settings ({', '.join(changed)} differ; see {path}); use a new --out, or delete it to start over")
+
     def run(self) -> dict:
         """Pick this shard's unfinished tomograms, then merge if the whole split is done.
 
@@ -113,6 +131,7 @@ class BatchPicker:
         """
         for sub in ("items", "failures"):
             (self.out / sub).mkdir(parents=True, exist_ok=True)
+        self.check_settings()
         use_local_gpu()
         todo = self.shard_items()
         for item in todo:  # work folders of a killed run of this shard; never counted as results

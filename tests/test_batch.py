@@ -73,7 +73,7 @@ def test_kill_and_resume_picks_each_tomogram_once(blob_bundle, noisy_manifest, t
     assert 2 <= len(finished_before) < len(ids), "the batch should be interrupted half-way"
     assert not (out / "picks.csv").exists()
 
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    subprocess.run(cmd + ["--sleep", "1.0"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)  # the same settings
     calls = log.read_text().split()
     for item_id in finished_before:
         assert calls.count(item_id) == 1, f"{item_id} was picked again after it had finished"
@@ -111,3 +111,12 @@ def test_cryomae_batch_takes_its_exemplars_from_the_training_micrograph(tmp_path
     assert set(picks["micrograph"]) == test_ids and len(picks) >= len(test_ids)
     with pytest.raises(ValueError, match="copick overlays are for tomograms"):
         BatchPicker("cryomae", path, tmp_path / "batch_copick", config="pick", formats=("copick",))  # refused before any picking
+
+
+def test_a_rerun_with_other_settings_does_not_mix_results(blob_bundle, noisy_manifest, tmp_path):
+    manifest, ids = noisy_manifest
+    out = tmp_path / "batch"
+    BatchPicker(str(blob_bundle), manifest, out, shard=(0, 2)).run()
+    BatchPicker(str(blob_bundle), manifest, out, shard=(1, 2)).run()  # another shard, same settings: fine
+    with pytest.raises(ValueError, match=r"other settings \(overrides differ"):
+        BatchPicker(str(blob_bundle), manifest, out, overrides={"threshold": 0.99}).run()
