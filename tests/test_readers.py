@@ -62,3 +62,14 @@ def test_pictures_read_as_2d(tmp_path):
     array, _ = read_image(tmp_path / "m.png")
     assert array.shape == (3, 4) and array[2, 3] == 11
     assert image_info(tmp_path / "m.png")[0] == (3, 4)
+
+
+def test_check_finite_voxels_decodes_pictures(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "mic.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)).save(path)
+    check_finite_voxels(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # cut off: the header still reads
+    with pytest.raises(ImageFileError, match="mic.png: not a readable picture"):
+        check_finite_voxels(path)

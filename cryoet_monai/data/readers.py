@@ -113,7 +113,7 @@ def image_info(path) -> tuple[tuple[int, ...], float]:
 
 
 def check_finite_voxels(path) -> None:
-    """Fail when an image holds NaN or infinite voxels, without reading it into memory whole.
+    """Fail when an image holds NaN or infinite voxels or cannot be decoded, without reading a volume into memory whole.
 
     Args:
         path: MRC (memory-mapped), OME-Zarr (full resolution), NIfTI or TIFF/PNG/JPEG image.
@@ -141,8 +141,12 @@ def check_finite_voxels(path) -> None:
     elif suffix in PICTURE_SUFFIXES:
         from PIL import Image
 
-        with Image.open(path) as im:  # only 32-bit float pictures can hold NaN
-            bad = _count_non_finite(np.asarray(im)) if im.mode == "F" else 0
+        try:
+            with Image.open(path) as im:  # decoded whole: a cut-off file fails here; only 32-bit float pictures can hold NaN
+                im.load()
+                bad = _count_non_finite(np.asarray(im)) if im.mode == "F" else 0
+        except OSError as err:
+            raise ImageFileError(f"{path}: not a readable picture ({err})") from err
     else:
         raise ImageFileError(f"{path}: unsupported image format '{suffix}'")
     if bad:
