@@ -102,9 +102,9 @@ class DropDenseOutlierPicks(Transform):
             image: the tomogram, ``(1, Z, Y, X)``.
             voxel_size: Å per voxel.
         """
-        mask = self.mask(image, voxel_size)
-        if mask is None or not len(picks):
+        if self.threshold is None or not len(picks):
             return picks
+        mask = self.mask(image, voxel_size)
         on_outlier = points_in_mask(picks[["z", "y", "x"]].to_numpy() / float(voxel_size), mask)
         return picks[~on_outlier].reset_index(drop=True)
 
