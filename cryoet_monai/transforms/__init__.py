@@ -2,10 +2,13 @@
 
 from cryoet_monai.transforms.dropblock import WedgeDropBlock, WedgeDropBlock3d, WedgeDropBlockd, wedge_elongation
 from cryoet_monai.transforms.heatmap import (
+    HeatmapToClassMap,
+    HeatmapToClassMapd,
     PicksToHeatmap,
     PicksToHeatmapd,
     annotated_mask,
     class_sigmas,
+    heatmap_class_map,
     render_heatmap,
 )
 from cryoet_monai.transforms.picks import LoadPicksd, data_voxel_size

@@ -4,7 +4,8 @@ A heatmap has one channel per class; each particle adds an unnormalised Gaussian
 ``score · exp(-d² / 2σ²)`` centred on it, overlapping particles combine by maximum (not sum)
 so every centre keeps its peak value. σ is tied to the class radius (:func:`class_sigmas`).
 The loss mask is 1 inside the manifest's ``annotated`` boxes and 0 outside, where nothing is
-known and a loss must not treat the volume as background.
+known and a loss must not treat the volume as background. A class map (which particle class, if any,
+each voxel belongs to) lets crops be drawn class by class.
 
 Render heatmaps and masks before any spatial transform, then crop, flip or view
 ``["image", "heatmap", "loss_mask"]`` together: the outputs are MetaTensors aligned with the image.
@@ -225,3 +226,72 @@ class PicksToHeatmapd(PicksToTargetd):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, PicksToHeatmap(radii_angstrom, sigma_scale), points_key, labels_key, heatmap_key, mask_key, allow_missing_keys)
+
+
+def heatmap_class_map(heatmap, min_value: float = math.exp(-2.0)) -> torch.Tensor:
+    """A ``(1, Z, Y, X)`` uint8 map: ``1 + c`` where class ``c``'s channel is the highest and at least ``min_value``, else 0.
+
+    With the default exp(-2), a particle's voxels are those within 2σ of its centre, the score's hit
+    tolerance (see :func:`class_sigmas`); the voxel nearest a centre is always among them.
+
+    Args:
+        heatmap: ``(C, Z, Y, X)`` heatmap, C < 255.
+        min_value: lowest heatmap value that still belongs to a particle.
+    """
+    if heatmap.ndim != 4 or not 0 < heatmap.shape[0] < 255:
+        raise ValueError(f"a heatmap is (C, Z, Y, X) with 1 to 254 classes, got shape {tuple(heatmap.shape)}")
+    values, classes = torch.as_tensor(heatmap).max(dim=0, keepdim=True)
+    return torch.where(values >= min_value, classes + 1, 0).to(torch.uint8)
+
+
+class HeatmapToClassMap(Transform):
+    """Label each voxel with the particle class whose heatmap is highest there (0: no particle).
+
+    Class-balanced cropping (MONAI's ``ClassesToIndicesd`` + ``RandCropByLabelClassesd``) reads this map, so a
+    class with few labeled particles is the centre of as many crops as the most frequent one.
+
+    Args:
+        min_value: lowest heatmap value that still belongs to a particle (exp(-2): within 2σ of a centre).
+    """
+
+    def __init__(self, min_value: float = math.exp(-2.0)) -> None:
+        if not 0 < min_value <= 1:
+            raise ValueError(f"min_value must lie in (0, 1], got {min_value!r}")
+        self.min_value = min_value
+
+    def __call__(self, heatmap) -> torch.Tensor:
+        """
+        Args:
+            heatmap: ``(C, Z, Y, X)`` heatmap; the map keeps its metadata when it is a MetaTensor.
+        """
+        return like_image(heatmap_class_map(heatmap, self.min_value), heatmap)
+
+
+class HeatmapToClassMapd(MapTransform):
+    """Dictionary twin of :class:`HeatmapToClassMap`.
+
+    Args:
+        keys: the heatmap key (exactly one).
+        class_map_key: output key of the ``(1, Z, Y, X)`` class map.
+        min_value: lowest heatmap value that still belongs to a particle.
+        allow_missing_keys: don't raise an exception if the heatmap key is missing.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "heatmap",
+        class_map_key: Hashable = "class_map",
+        min_value: float = math.exp(-2.0),
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"{type(self).__name__} takes exactly one heatmap key, got {self.keys}")
+        self.class_map_key = class_map_key
+        self.converter = HeatmapToClassMap(min_value)
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[self.class_map_key] = self.converter(d[key])
+        return d
