@@ -9,6 +9,8 @@ from monai.transforms import Compose, SpatialCropd
 
 from cryoet_monai.data.manifest import inside_boxes
 from cryoet_monai.transforms.heatmap import (
+    HeatmapToClassMap,
+    HeatmapToClassMapd,
     PicksToHeatmap,
     PicksToHeatmapd,
     annotated_mask,
@@ -129,3 +131,27 @@ def test_load_picks_keeps_only_annotated_particles(tmp_path):
     np.testing.assert_allclose(out["points"], [[10, 10, 10], [11, 9, 12]])
     assert out["labels"].tolist() == [0, 0]
     assert len(LoadPicksd(classes=["a", "b"])({**data, "annotated": None})["points"]) == 3
+
+
+def test_class_map_labels_voxels_within_two_sigma_by_the_highest_class():
+    sigmas = [1.0, 2.0]
+    points = [[5, 5, 5], [5, 5, 13.5], [5.5, 14.5, 5.5]]  # the last two off the grid
+    heatmap = MetaTensor(render_heatmap(points, [0, 1, 1], sigmas, (10, 20, 20), num_classes=2), affine=torch.eye(4) * 2)
+    class_map = HeatmapToClassMap()(heatmap)
+    assert class_map.shape == (1, 10, 20, 20) and class_map.dtype == torch.uint8
+    assert isinstance(class_map, MetaTensor) and torch.equal(class_map.affine, heatmap.affine)
+    assert class_map[0, 5, 5, 5] == 1 and class_map[0, 5, 5, 5 + 2] == 1  # 2σ of class 0
+    assert class_map[0, 5, 5, 5 + 3] == 0
+    assert class_map[0, 5, 5, 13] == 2 and class_map[0, 5, 5, 14] == 2 and class_map[0, 5, 5, 17] == 2  # 3.5 < 2σ = 4
+    assert class_map[0, 5, 5, 18] == 0
+    assert class_map[0, 5, 14, 5] == 2  # nearest voxel of an off-grid centre
+    assert class_map[0, 0, 0, 19] == 0
+    # where both Gaussians reach, the higher one names the voxel
+    both = render_heatmap([[5, 5, 5], [5, 5, 8]], [0, 1], [2.0, 2.0], (10, 10, 12), num_classes=2)
+    labels = HeatmapToClassMap()(both)[0, 5, 5]
+    assert labels[6].item() == 1 and labels[7].item() == 2
+    assert torch.equal(HeatmapToClassMapd(class_map_key="cm")({"heatmap": heatmap})["cm"], class_map)
+    with pytest.raises(ValueError, match="min_value"):
+        HeatmapToClassMap(min_value=0.0)
+    with pytest.raises(ValueError, match="C, Z, Y, X"):
+        HeatmapToClassMap()(torch.zeros(10, 10, 10))

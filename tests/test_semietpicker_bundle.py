@@ -155,3 +155,27 @@ def test_training_batches_leave_the_cached_tomograms_untouched(planted, config, 
     parser.read_config(CONFIGS / config)
     parser.update({"manifest": str(planted), "crop_size": [8, 16, 16]})
     assert_cache_untouched(parser, loaders)
+
+
+def test_training_crops_are_centred_on_a_rare_class_as_often_as_on_a_common_one(tmp_path):
+    """1 labeled particle of the first class and 12 of another: crops drawn class by class put the rare
+    particle in about a third of them (background and each class alike). Drawn in proportion to labeled
+    voxels it would be in 0.07; MONAI's positive/negative sampler, which takes channel 0 for background,
+    never centred a crop on the first class."""
+    shape = (16, 64, 96)
+    rng = np.random.default_rng(0)
+    write_mrc(tmp_path / "t.mrc", rng.normal(0, 1, shape).astype(np.float32), VOXEL)
+    common = [(8, y, x) for y in (10, 26, 42, 54) for x in (10, 25, 40)]
+    rare = (8, 32, 80)  # no crop (16 × 16 in y, x) holds it and a common particle
+    xyz = np.asarray([*common, rare], dtype=float)[:, ::-1] * VOXEL
+    write_picks(make_picks("t", ["common"] * len(common) + ["rare"], xyz), tmp_path / "t.csv")
+    classes = [{"name": "rare", "radius": 40.0, "weight": 1}, {"name": "common", "radius": 40.0, "weight": 1}]
+    manifest = {"name": "rare", "ndim": 3, "voxel_size": VOXEL, "classes": classes, "training": [{"id": "t", "image": "t.mrc", "picks": "t.csv"}]}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    parser = ConfigParser()
+    parser.read_config(CONFIGS / "train.yaml")
+    parser.update({"manifest": str(tmp_path / "manifest.json"), "crop_size": [8, 16, 16]})
+    dataset = parser.get_parsed_content("train#dataset")
+    crops = [crop for _ in range(60) for crop in dataset[0]]
+    with_rare = np.mean([crop["label"][0].max().item() > 0.99 for crop in crops])
+    assert 0.2 < with_rare < 0.5, with_rare

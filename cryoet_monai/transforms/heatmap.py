@@ -231,8 +231,8 @@ class PicksToHeatmapd(PicksToTargetd):
 def heatmap_class_map(heatmap, min_value: float = math.exp(-2.0)) -> torch.Tensor:
     """A ``(1, Z, Y, X)`` uint8 map: ``1 + c`` where class ``c``'s channel is the highest and at least ``min_value``, else 0.
 
-    With the default exp(-2), a particle's voxels are those within 2σ of its centre, the score's hit
-    tolerance (see :func:`class_sigmas`); the voxel nearest a centre is always among them.
+    With the default exp(-2), a particle's voxels are those within 2σ of its centre; the voxel nearest a
+    centre (at most √3/2 voxel away) is among them whenever σ ≥ 0.44 voxel.
 
     Args:
         heatmap: ``(C, Z, Y, X)`` heatmap, C < 255.
