@@ -160,8 +160,8 @@ def test_training_batches_leave_the_cached_tomograms_untouched(planted, config, 
 def test_training_crops_are_centred_on_a_rare_class_as_often_as_on_a_common_one(tmp_path):
     """1 labeled particle of the first class and 12 of another: crops drawn class by class put the rare
     particle in about a third of them (background and each class alike). Drawn in proportion to labeled
-    voxels it would be in 0.07; MONAI's positive/negative sampler, which takes channel 0 for background,
-    never centred a crop on the first class."""
+    voxels it would be in about 2/3 × 1/13 = 0.05 of them; MONAI's positive/negative sampler on the heatmap,
+    which takes channel 0 for background, centred none on the first class (0.008 of crops held it)."""
     shape = (16, 64, 96)
     rng = np.random.default_rng(0)
     write_mrc(tmp_path / "t.mrc", rng.normal(0, 1, shape).astype(np.float32), VOXEL)
