@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from cryoet_monai.data.budgets import SHOT_BOX_FACTOR, BudgetError, budget_manifest
-from cryoet_monai.data.manifest import inside_boxes, load_manifest
-from cryoet_monai.data.picks import read_picks
+from cryoet_monai.data.manifest import load_manifest
 
 CLASSES = [
     {"name": "ribosome", "radius": 100, "weight": 1},
@@ -40,13 +39,7 @@ def manifest_path(make_manifest):
 
 def labelled(manifest):
     """Particles per class inside the training boxes."""
-    counts = {}
-    for item in manifest.items("training"):
-        picks = read_picks(item.picks)
-        keep = inside_boxes(picks[["x", "y", "z"]].to_numpy(), item.annotated)
-        for name, n in picks.loc[keep, "particle_type"].value_counts().items():
-            counts[name] = counts.get(name, 0) + n
-    return counts
+    return dict(zip(manifest.class_names, manifest.labeled_counts("training")))
 
 
 @pytest.mark.parametrize("fraction", [0.01, 0.05])

@@ -107,3 +107,13 @@ def test_unknown_split_and_bad_json(tmp_path):
     bad.write_text(json.dumps({"ndim": 3, "classes": [{"name": "a", "radius": 1}], "train": []}))
     with pytest.raises(ManifestError, match=r"unknown key\(s\) \['train'\]"):
         load_manifest(bad)
+
+
+def test_labeled_counts_only_inside_the_boxes(make_manifest):
+    rows = [("ribosome", 50, 50, 50), ("ribosome", 150, 50, 50), ("ribosome", 450, 50, 50), ("ferritin", 120, 80, 30)]
+    boxes = [[0, 0, 0, 200, 200, 200], [400, 0, 0, 500, 100, 100]]
+    path = make_manifest(
+        {"training": [("t1", rows, boxes), ("t2", [("ribosome", 300, 300, 200)], [[0, 0, 0, 100, 100, 100]]), ("t3", rows, None)]}
+    )
+    # t1: 3 ribosomes (2 in the first box, 1 in the second) + 1 ferritin; t2: its one ribosome is outside; t3: all
+    assert load_manifest(path).labeled_counts("training") == [6, 2]

@@ -114,6 +114,18 @@ class Manifest:
         """The picks of an item (it must have a picks file), STAR positions converted with its voxel size and shape."""
         return read_picks(item.picks, ndim=self.ndim, **picks_reader_args(item.picks, self.ndim, item.voxel_size, item.image))
 
+    def labeled_counts(self, split: str) -> list[int]:
+        """Number of picks of each class (in ``class_names`` order) inside the annotated boxes of a split."""
+        counts = dict.fromkeys(self.class_names, 0)
+        for item in self.items(split):
+            if item.picks is None:
+                continue
+            picks = self.read_item_picks(item)
+            picks = picks[inside_boxes(picks[coord_columns(self.ndim)].to_numpy(), item.annotated)]
+            for name, count in picks["particle_type"].value_counts().items():
+                counts[name] += int(count)
+        return list(counts.values())
+
     def data_dicts(self, split: str) -> list[dict]:
         """Items of a split as dicts for a MONAI ``Dataset``."""
         return [it.as_dict() for it in self.items(split)]
