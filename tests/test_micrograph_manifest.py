@@ -3,7 +3,10 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
+import starfile
+from PIL import Image
 
 from cryoet_monai.bundles import bundle_dir
 from cryoet_monai.cli import main
@@ -119,3 +122,24 @@ def test_two_files_with_one_id_are_refused(synthetic, tmp_path):
     copy.write_bytes(first.read_bytes())
     with pytest.raises(ManifestError, match="the same id"):
         manifest_from_micrographs([first, copy], tmp_path / "unused.csv", 16, tmp_path / "manifest.json")
+
+
+def test_refined_star_exemplars_are_recentred_with_the_header_pixel_size(synthetic, tmp_path):
+    source, images = synthetic
+    truth = source.truth("training")
+    first = truth["micrograph"].iloc[0]
+    rows = truth[truth["micrograph"] == first].head(4)
+    pixel = image_info(images[first])[1]
+    shift_px = np.array([[2.0, -1.0], [0.0, 3.0], [-4.0, 0.5], [1.0, 1.0]])
+    star = tmp_path / "refined.star"  # coordinates of the old boxes, origin shifts in Å to the centres
+    starfile.write({"particles": pd.DataFrame({
+        "rlnMicrographName": [f"Extract/{first}.mrc"] * 4,
+        "rlnCoordinateX": rows["x"].to_numpy() + shift_px[:, 0], "rlnCoordinateY": rows["y"].to_numpy() + shift_px[:, 1],
+        "rlnOriginXAngst": shift_px[:, 0] * pixel, "rlnOriginYAngst": shift_px[:, 1] * pixel})}, star)
+    out = manifest_from_micrographs(sorted(images.values()), star, diameter_px=16, particle="p", out=tmp_path / "work" / "manifest.json")
+    np.testing.assert_allclose(load_manifest(out).truth("training")[["x", "y"]].to_numpy(), rows[["x", "y"]].to_numpy(), atol=1e-3)
+    pngs = [tmp_path / f"{micrograph}.png" for micrograph in images]
+    for png in pngs:
+        Image.fromarray(np.zeros((128, 128), np.uint8)).save(png)
+    with pytest.raises(ManifestError, match="--pixel-size"):  # pictures carry no pixel size to convert Å shifts with
+        manifest_from_micrographs(pngs, star, diameter_px=16, particle="p", out=tmp_path / "work2" / "manifest.json")

@@ -122,3 +122,47 @@ def test_geometry_numbers_classes_in_manifest_order_whichever_are_picked(make_ma
     assert table["rlnClassNumber"].tolist() == [2]  # manifest classes: ribosome, ferritin
     starfile.write({"particles": table.drop(columns="cryoetParticleType")}, path)  # as RELION tools may leave it
     assert read_picks(path, **star_geometry(manifest))["particle_type"].tolist() == ["ferritin"]
+
+
+def _refined(tmp_path, particles: dict, optics: dict | None = None):
+    """A RELION particle file with origin shifts, as refinement and re-extraction leave it."""
+    path = tmp_path / "refined.star"
+    blocks = {"particles": pd.DataFrame(particles)}
+    if optics is not None:
+        blocks = {"optics": pd.DataFrame(optics), **blocks}
+    starfile.write(blocks, path)
+    return path
+
+
+def test_origin_shifts_give_the_particle_centres(tmp_path):
+    # RELION: centre = coordinate - origin; Å shifts of micrographs in micrograph pixels (optics, else voxel_size)
+    mic = {"rlnMicrographName": ["mic_1.mrc", "mic_1.mrc"], "rlnCoordinateX": [100.0, 50.0], "rlnCoordinateY": [200.0, 60.0],
+           "rlnOriginXAngst": [3.54, -1.77], "rlnOriginYAngst": [0.0, 7.08], "rlnOpticsGroup": [1, 2], "rlnClassNumber": [1, 1]}
+    optics = {"rlnOpticsGroup": [1, 2], "rlnMicrographPixelSize": [1.77, 0.885]}
+    picks = read_star(_refined(tmp_path, mic, optics), particle_type="bgal")
+    np.testing.assert_allclose(picks[["x", "y"]].to_numpy(), [[98.0, 200.0], [52.0, 52.0]])
+    no_optics = _refined(tmp_path, {k: v for k, v in mic.items() if k != "rlnOpticsGroup"})
+    np.testing.assert_allclose(read_star(no_optics, voxel_size=1.77, particle_type="bgal")[["x", "y"]].to_numpy(), [[98.0, 200.0], [51.0, 56.0]])
+    with pytest.raises(PicksError, match="refined.star: converting origin shifts in Å.*`voxel_size`"):
+        read_star(no_optics, particle_type="bgal")
+    legacy = {"rlnMicrographName": ["m"], "rlnCoordinateX": [10.0], "rlnCoordinateY": [20.0], "rlnOriginX": [2.5], "rlnOriginY": [-1.0]}
+    np.testing.assert_allclose(read_star(_refined(tmp_path, legacy), particle_type="p")[["x", "y"]].to_numpy(), [[7.5, 21.0]])
+    # tomograms: classic pixels at 10 Å, shifts in Å (or pixels); RELION 5 centred Å minus Å shifts
+    classic = {"rlnTomoName": ["TS_1"], "rlnCoordinateX": [10.0], "rlnCoordinateY": [20.0], "rlnCoordinateZ": [5.0],
+               "rlnOriginXAngst": [20.0], "rlnOriginYAngst": [-5.0], "rlnOriginZAngst": [0.0], "rlnClassNumber": [1]}
+    got = read_star(_refined(tmp_path, classic), voxel_size=VOXEL, particle_type="ribosome")[["x", "y", "z"]].to_numpy()
+    np.testing.assert_allclose(got, [[80.0, 205.0, 50.0]])
+    old_pixels = {**{k: v for k, v in classic.items() if "Origin" not in k}, "rlnOriginX": [1.0], "rlnOriginY": [0.0], "rlnOriginZ": [-2.0]}
+    got = read_star(_refined(tmp_path, old_pixels), voxel_size=VOXEL, particle_type="ribosome")[["x", "y", "z"]].to_numpy()
+    np.testing.assert_allclose(got, [[90.0, 200.0, 70.0]])
+    centred = {"rlnTomoName": ["TS_1"], "rlnCenteredCoordinateXAngst": [-220.0], "rlnCenteredCoordinateYAngst": [-120.0],
+               "rlnCenteredCoordinateZAngst": [-110.0], "rlnOriginXAngst": [15.0], "rlnOriginYAngst": [0.0], "rlnOriginZAngst": [-10.0]}
+    got = read_star(_refined(tmp_path, centred), voxel_size=VOXEL, shapes=SHAPES, particle_type="ribosome")[["x", "y", "z"]].to_numpy()
+    np.testing.assert_allclose(got, [[85.0, 200.0, 60.0]])
+
+
+def test_a_written_file_has_no_shifts_and_reads_back_the_same(tmp_path):
+    picks = make_picks("mic_1", "bgal", [[98.0, 200.0]], 0.5)
+    block = starfile.read(write_picks(picks, tmp_path / "m.star"))
+    assert not [c for c in block.columns if c.startswith("rlnOrigin")]
+    pd.testing.assert_frame_equal(read_picks(tmp_path / "m.star", voxel_size=1.77), picks)

@@ -185,16 +185,19 @@ def _relative(path: Path, root: Path) -> str:
 
 def picks_reader_args(picks, ndim: int, voxel_size: float, image) -> dict:
     """``read_picks`` arguments for the picks file of one image: a tomogram's STAR positions (pixels, or Å from
-    the centre) are converted with its voxel size and shape; other files need none.
+    the centre) are converted with its voxel size and shape, a micrograph's Å origin shifts with its pixel size;
+    other files need none.
 
     Args:
         picks: the picks file.
         ndim: 3 for tomograms, 2 for micrographs.
-        voxel_size: Å per voxel of the image.
+        voxel_size: Å per voxel (pixel) of the image.
         image: the image file, whose header gives the shape.
     """
-    if ndim != 3 or Path(picks).suffix.lower() != ".star":
+    if Path(picks).suffix.lower() != ".star":
         return {}
+    if ndim == 2:
+        return {"voxel_size": voxel_size}
     from cryoet_monai.data.readers import image_info
 
     return {"voxel_size": voxel_size, "shapes": tuple(image_info(image)[0])}

@@ -32,7 +32,8 @@ def manifest_from_micrographs(
     Args:
         micrographs: image files (MRC or 8-bit TIFF/PNG/JPEG), or folders of them; a file's name without its suffix
             is the micrograph id that picks files use.
-        exemplars: picks file of the hand-picked particles (CSV or RELION STAR, pixels).
+        exemplars: picks file of the hand-picked particles (CSV or RELION STAR, pixels; a STAR file's origin shifts
+            are applied).
         diameter_px: particle diameter in pixels of the micrographs.
         out: path of the manifest to write.
         particle: class name of the particles; default the exemplar file's one class name (a STAR file without
@@ -51,11 +52,19 @@ def manifest_from_micrographs(
     if not diameter_px > 0:
         raise ManifestError(f"{out}: the particle diameter must be a positive number of pixels, got {diameter_px!r}")
     images = _micrographs_by_id(micrographs, out)
-    reader_args = {} if Path(exemplars).suffix.lower() != ".star" else {"experiment": exemplars_micrograph, "particle_type": particle}
+    header_pixel_size = next((image_info(p)[1] for p in images.values() if p.suffix.lower() in MRC_SUFFIXES), None)
+    known_pixel_size = pixel_size if pixel_size is not None else header_pixel_size
+    reader_args = {}
+    if Path(exemplars).suffix.lower() == ".star":
+        reader_args = {"experiment": exemplars_micrograph, "particle_type": particle, "voxel_size": known_pixel_size}
     try:
         table = read_picks(exemplars, ndim=2, **reader_args)
     except PicksError as err:  # a STAR file without the column: say which option supplies it
-        missing = {"rlnMicrographName": "name their micrograph (--exemplars-micrograph ID)", "rlnClassNumber": "name their class (--particle NAME)"}
+        missing = {
+            "rlnMicrographName": "name their micrograph (--exemplars-micrograph ID)",
+            "rlnClassNumber": "name their class (--particle NAME)",
+            "origin shifts": "give the micrographs' pixel size (--pixel-size Å)",
+        }
         hint = next((h for column, h in missing.items() if column in str(err)), None)
         if hint is None:
             raise
@@ -73,8 +82,7 @@ def manifest_from_micrographs(
     if unknown:
         raise ManifestError(f"{exemplars}: exemplars in micrograph(s) {unknown[:5]} that are not among the micrographs given ({len(images)} files)")
 
-    if pixel_size is None:
-        pixel_size = next((image_info(p)[1] for p in images.values() if p.suffix.lower() in MRC_SUFFIXES), 1.0)
+    pixel_size = known_pixel_size if known_pixel_size is not None else 1.0
     written = []
     try:
         training = []

@@ -10,6 +10,12 @@ Tomograms (3D) come in two conventions:
   pixels of the tomogram (voxel index, so ``position Å = pixel × voxel size``). Converting needs ``voxel_size``.
 
 Micrographs (2D) are ``rlnMicrographName, rlnCoordinateX, rlnCoordinateY`` in pixels, as in the picks table.
+
+Refined particle files also carry origin shifts, ``rlnOrigin{X,Y,Z}Angst`` (RELION 3.1 and later, Å) or
+``rlnOrigin{X,Y,Z}`` (older, pixels): the particle's centre is the coordinate minus its shift (what RELION's
+re-extraction with re-centring computes). Reading applies them; Å shifts of micrographs are converted with the
+micrograph pixel size (the optics block's ``rlnMicrographPixelSize``, else ``voxel_size``). Files are written
+with the centres in the coordinates and no shifts.
 Every file also carries ``rlnClassNumber`` (1-based), a readable class name in ``cryoetParticleType`` (RELION
 keeps labels it does not know) and the score in ``rlnAutopickFigureOfMerit``. Particles go in a
 ``data_particles`` block.
@@ -26,6 +32,8 @@ import pandas as pd
 from cryoet_monai.data.picks import PicksError, coord_columns, item_column, make_picks, picks_ndim, validate_picks
 
 CONVENTIONS = ("relion5", "classic")
+ORIGIN_ANGSTROM_COLUMNS = ["rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginZAngst"]
+ORIGIN_PIXEL_COLUMNS = ["rlnOriginX", "rlnOriginY", "rlnOriginZ"]
 CENTRED_COLUMNS = ["rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst", "rlnCenteredCoordinateZAngst"]
 PIXEL_COLUMNS = ["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"]
 TOMO_COLUMN = "rlnTomoName"
@@ -49,7 +57,8 @@ def read_star(
 
     Args:
         path: the STAR file. Uses its ``data_particles`` block, else the first block with coordinates.
-        voxel_size: Å per voxel of the tomograms (one number, or ``{experiment: Å}``); needed for 3D files.
+        voxel_size: Å per voxel of the tomograms (one number, or ``{experiment: Å}``); needed for 3D files, and
+            for micrographs with Å origin shifts but no ``rlnMicrographPixelSize`` in the optics block.
         shapes: ``(nz, ny, nx)`` of the tomograms (one shape, or ``{experiment: shape}``); needed for centred
             (RELION 5) coordinates.
         experiment: item name for every row; overrides ``rlnTomoName`` / ``rlnMicrographName``.
@@ -59,7 +68,7 @@ def read_star(
     Raises:
         PicksError: unreadable file, missing columns, or a conversion that needs an argument not given.
     """
-    table = _particle_block(Path(path))
+    table, optics = _particle_and_optics_blocks(Path(path))
     columns = set(table.columns)
     ndim = 3 if {"rlnCoordinateZ", "rlnCenteredCoordinateZAngst"} & columns else 2
     items = _item_names(table, path, ndim, experiment)
@@ -75,6 +84,7 @@ def read_star(
         coords = _numbers(table, PIXEL_COLUMNS, path) * sizes.reshape(-1, 1)
     else:
         raise PicksError(f"{path}: a 3D particle file needs {CENTRED_COLUMNS} or {PIXEL_COLUMNS}")
+    coords = coords - _origin_shifts(table, optics, items, ndim, voxel_size, path)
     return make_picks(items, types, coords, score, ndim=ndim)
 
 
@@ -149,6 +159,11 @@ def star_geometry(manifest, split: str | None = None) -> dict:
 
 
 def _particle_block(path: Path) -> pd.DataFrame:
+    return _particle_and_optics_blocks(path)[0]
+
+
+def _particle_and_optics_blocks(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The particle loop of a STAR file and its ``data_optics`` loop (None when it has none)."""
     import starfile
 
     if not path.is_file():
@@ -158,11 +173,12 @@ def _particle_block(path: Path) -> pd.DataFrame:
     except Exception as err:  # starfile raises whatever its parser meets
         raise PicksError(f"{path}: not a readable STAR file ({err})") from err
     tables = {name: t for name, t in blocks.items() if isinstance(t, pd.DataFrame)}
+    optics = tables.get("optics")
     if BLOCK in tables:
-        return tables[BLOCK]
+        return tables[BLOCK], optics
     for table in tables.values():
         if {"rlnCoordinateX", "rlnCenteredCoordinateXAngst"} & set(table.columns):
-            return table
+            return table, optics
     raise PicksError(f"{path}: no STAR loop with particle coordinates (blocks: {list(blocks)})")
 
 
@@ -206,6 +222,38 @@ def _class_numbers(types: pd.Series, class_names, path) -> np.ndarray:
     if unknown:
         raise PicksError(f"{path}: class(es) {unknown} are not in class_names {names}")
     return types.map({name: i + 1 for i, name in enumerate(names)}).to_numpy(int)
+
+
+def _origin_shifts(table: pd.DataFrame, optics, items: np.ndarray, ndim: int, voxel_size, path) -> np.ndarray:
+    """Each row's origin shift in the units of its coordinates (Å for tomograms, pixels for micrographs); zeros
+    for a file without shifts. An axis without a shift column is not shifted."""
+    shifts = np.zeros((len(table), ndim))
+    for names, in_pixels in ((ORIGIN_ANGSTROM_COLUMNS, False), (ORIGIN_PIXEL_COLUMNS, True)):
+        axes = [axis for axis in range(ndim) if names[axis] in table.columns]
+        if axes:
+            break
+    else:
+        return shifts
+    values = _numbers(table, [names[axis] for axis in axes], path)
+    if ndim == 3 and in_pixels:
+        values = values * _per_row(items, lambda e: _lookup(voxel_size, e, "voxel_size", path, "pixel origin shifts")).reshape(-1, 1)
+    elif ndim == 2 and not in_pixels:
+        values = values / _micrograph_pixel_sizes(table, optics, items, voxel_size, path).reshape(-1, 1)
+    shifts[:, axes] = values
+    return shifts
+
+
+def _micrograph_pixel_sizes(table: pd.DataFrame, optics, items: np.ndarray, voxel_size, path) -> np.ndarray:
+    """Å per micrograph pixel of each row: its optics group's ``rlnMicrographPixelSize``, else ``voxel_size``."""
+    column = "rlnMicrographPixelSize"
+    if optics is not None and column in optics.columns and len(optics):
+        sizes = dict(zip(optics.get("rlnOpticsGroup", pd.Series([1])).astype(int), optics[column].astype(float)))
+        groups = table["rlnOpticsGroup"].astype(int) if "rlnOpticsGroup" in table.columns else pd.Series(np.ones(len(table), int))
+        missing = sorted(set(groups) - set(sizes))
+        if missing:
+            raise PicksError(f"{path}: optics group(s) {missing} of the particles are not in the data_optics block")
+        return groups.map(sizes).to_numpy(float)
+    return _per_row(items, lambda e: _lookup(voxel_size, e, "voxel_size", path, "origin shifts in Å (or add rlnMicrographPixelSize to data_optics)")).reshape(-1)
 
 
 def _numbers(table: pd.DataFrame, columns: list[str], path) -> np.ndarray:

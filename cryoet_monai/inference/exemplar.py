@@ -106,7 +106,7 @@ def read_exemplars(path, item_id: str, particle_type: str | None = None, manifes
     species) holds particles of ``particle_type``, else of the manifest's only class. One without
     ``rlnMicrographName`` / ``rlnTomoName`` (RELION's per-micrograph manual picks) holds particles of ``item_id``
     when that is the manifest's only training item. A tomogram's STAR positions are converted with the voxel size
-    and image shape of ``item_id``.
+    and image shape of ``item_id``, a micrograph's Å origin shifts with its pixel size.
 
     Args:
         path: the picks file (CSV, STAR, copick JSON).
@@ -141,9 +141,9 @@ def read_exemplars(path, item_id: str, particle_type: str | None = None, manifes
                 f"add a column {item_column_name} naming the {image_word} '{item_id}'"
             )
         reader_args["experiment"] = str(item_id)
-    if ndim == 3 and manifest is not None:
+    if manifest is not None:
         item = manifest.item(str(item_id))
-        reader_args.update(picks_reader_args(path, 3, item.voxel_size, item.image))
+        reader_args.update(picks_reader_args(path, ndim, item.voxel_size, item.image))
     return read_picks(path, ndim=ndim, **reader_args)
 
 
