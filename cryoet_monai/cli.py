@@ -7,8 +7,10 @@ the problem; ``--debug`` (or ``CRYOET_MONAI_DEBUG=1``) shows the full traceback 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
+import logging
 import os
 import re
 import sys
@@ -474,6 +476,24 @@ def root_cause(err: BaseException) -> BaseException:
     return err
 
 
+@contextlib.contextmanager
+def tracebacks_left_out_of_logs():
+    """Log records carry no traceback while the block runs: MONAI's engines log every exception with its whole
+    traceback before raising it, ahead of the one line that ``main`` prints (``--debug`` keeps them)."""
+    make_record = logging.getLogRecordFactory()
+
+    def without_traceback(*args, **kwargs):
+        record = make_record(*args, **kwargs)
+        record.exc_info = record.exc_text = None
+        return record
+
+    logging.setLogRecordFactory(without_traceback)
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(make_record)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -482,7 +502,8 @@ def main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     debug = args.debug or os.environ.get("CRYOET_MONAI_DEBUG") == "1"
     try:
-        args.func(args, extra)
+        with contextlib.nullcontext() if debug else tracebacks_left_out_of_logs():
+            args.func(args, extra)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

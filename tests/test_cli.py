@@ -10,6 +10,10 @@ from cryoet_monai.data.picks import make_picks, write_picks
 from cryoet_monai.data.readers import write_mrc
 
 
+# the classes of the SemiETPicker bundle's shipped model (CZII order, radii in Å)
+SHIPPED_CLASSES = [("apo-ferritin", 60), ("beta-amylase", 65), ("beta-galactosidase", 90), ("ribosome", 150), ("thyroglobulin", 130), ("virus-like-particle", 135)]
+
+
 def test_evaluate_json_and_table(make_manifest, tmp_path, capsys):
     manifest = make_manifest({"test": [("TS_1", [("ribosome", 100, 100, 100), ("ferritin", 300, 200, 100)], None)]})
     pred = write_picks(make_picks("TS_1", ["ribosome", "ribosome"], np.array([[105, 100, 100], [400, 400, 300]])), tmp_path / "pred.csv")
@@ -149,3 +153,19 @@ def test_picking_without_a_trained_model_says_it_uses_the_shipped_one(tmp_path, 
     (tmp_path / "run" / "models").mkdir(parents=True)
     (tmp_path / "run" / "models" / "model.pt").write_bytes(b"")
     assert trained_or_shipped_model(tmp_path / "run", tmp_path / "bundle") == str(tmp_path / "run" / "models" / "model.pt")
+
+
+def test_a_run_that_fails_on_an_image_shows_no_traceback(make_manifest, tmp_path, capfd):
+    classes = [{"name": name, "radius": radius, "weight": 1} for name, radius in SHIPPED_CLASSES]
+    manifest = make_manifest({"test": [("TS_1", None, None)]}, classes=classes)
+    image = tmp_path / "tomograms" / "TS_1.mrc"
+    volume = np.zeros((40, 50, 60), np.float32)
+    volume[5, 5, 5] = np.nan
+    write_mrc(image, volume, 10.0)  # the manifest's header check passes; the voxels fail when the run reads them
+    command = ["run", "semietpicker", "inference", "--manifest", str(manifest), "--split", "test", "--output_dir", str(tmp_path / "out")]
+    assert main(command) == 2
+    captured = capfd.readouterr()
+    assert "TS_1.mrc: 1 voxel(s) are NaN or infinite" in captured.err
+    assert "Traceback" not in captured.out + captured.err  # MONAI's engine logged it whole before
+    with pytest.raises(RuntimeError):
+        main(["--debug", *command])
