@@ -169,3 +169,11 @@ def test_a_run_that_fails_on_an_image_shows_no_traceback(make_manifest, tmp_path
     assert "Traceback" not in captured.out + captured.err  # MONAI's engine logged it whole before
     with pytest.raises(RuntimeError):
         main(["--debug", *command])
+
+
+def test_picking_other_classes_with_the_shipped_model_names_the_model_and_why(make_manifest, tmp_path, capsys):
+    manifest = make_manifest({"test": [("TS_1", None, None)]})  # 2 classes; the shipped model has 6
+    assert main(["run", "semietpicker", "inference", "--manifest", str(manifest), "--split", "test", "--output_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "semietpicker/models/model.pt: the weights do not fit the network this config builds" in err
+    assert "size mismatch" in err and "train on this manifest first" in err

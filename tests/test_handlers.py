@@ -228,3 +228,14 @@ def test_best_model_names_a_missing_metric(tmp_path):
     BestModelSaver(tmp_path, torch.nn.Linear(2, 1), metric="score").attach(engine)
     with pytest.raises(KeyError, match="no metric 'score'"):
         engine.run([0])
+
+
+def test_load_weights_names_a_file_that_does_not_fit(tmp_path):
+    from cryoet_monai.handlers import load_weights
+
+    path = tmp_path / "model.pt"
+    torch.save(torch.nn.Conv3d(1, 6, 1).state_dict(), path)
+    fitting = load_weights(torch.nn.Conv3d(1, 6, 1), path)
+    assert torch.equal(fitting.weight, torch.load(path)["weight"])
+    with pytest.raises(ValueError, match=r"model.pt: the weights do not fit .*size mismatch for weight"):
+        load_weights(torch.nn.Conv3d(1, 2, 1), path)

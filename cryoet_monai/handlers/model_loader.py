@@ -1,0 +1,62 @@
+"""Loading trained weights into a bundle's network with an error that says which file does not fit and why."""
+
+from __future__ import annotations
+
+import torch
+from monai.handlers import CheckpointLoader
+
+MISMATCH_HINT = (
+    "a model only fits a network built for the classes and network settings it was trained with (one output channel "
+    "per class): train on this manifest first, or choose a model trained with the same classes (--model_path)"
+)
+
+
+def weights_mismatch(path, err: RuntimeError) -> ValueError | None:
+    """The error to raise instead of ``load_state_dict``'s when the weights in ``path`` do not fit; None for other errors.
+
+    Args:
+        path: the checkpoint file.
+        err: the error ``load_state_dict`` raised.
+    """
+    message = str(err)
+    if "Error(s) in loading state_dict" not in message:
+        return None
+    details = [line.strip() for line in message.splitlines()[1:] if line.strip()]
+    first = details[0] if details else message
+    return ValueError(f"{path}: the weights do not fit the network this config builds ({first}); {MISMATCH_HINT}")
+
+
+def load_weights(network: torch.nn.Module, path, map_location=None) -> torch.nn.Module:
+    """``network.load_state_dict(torch.load(path))`` for a plain state dict, failing with the file named when it does not fit.
+
+    Args:
+        network: the network to fill.
+        path: a state dict saved with ``torch.save`` (a bundle's ``models/model.pt``).
+        map_location: passed to ``torch.load``.
+    """
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as err:
+        mismatch = weights_mismatch(path, err)
+        if mismatch is None:
+            raise
+        raise mismatch from err
+    return network
+
+
+class ModelLoader(CheckpointLoader):
+    """MONAI's ``CheckpointLoader`` whose error names the checkpoint and the likely cause when its weights do not fit.
+
+    A bundle's shipped model has one output channel per class of the data it was trained on; picking a manifest with
+    other classes with it failed with PyTorch's bare size-mismatch list. Arguments as ``monai.handlers.CheckpointLoader``.
+    """
+
+    def __call__(self, engine) -> None:
+        try:
+            super().__call__(engine)
+        except RuntimeError as err:
+            mismatch = weights_mismatch(self.load_path, err)
+            if mismatch is None:
+                raise
+            raise mismatch from err
