@@ -177,3 +177,13 @@ def test_picking_other_classes_with_the_shipped_model_names_the_model_and_why(ma
     err = capsys.readouterr().err
     assert "semietpicker/models/model.pt: the weights do not fit the network this config builds" in err
     assert "size mismatch" in err and "train on this manifest first" in err
+
+
+def test_cryomae_3d_refuses_a_tomogram_at_another_voxel_size(make_manifest, tmp_path, capsys):
+    manifest = make_manifest({"training": [("TS_1", [("ribosome", 200.0, 200.0, 200.0), ("ribosome", 400.0, 300.0, 200.0)], None)], "test": [("TS_2", None, None)]})
+    raw = json.loads(manifest.read_text())
+    raw["test"][0]["voxel_size"] = 20.0  # its picks would be placed at 10 Å per voxel
+    manifest.write_text(json.dumps(raw))
+    assert main(["run", "cryomae", "pick_3d", "--manifest", str(manifest), "--split", "test", "--output_dir", str(tmp_path / "out")]) == 2
+    assert "item(s) 'TS_2' (20 Å) are not at the manifest's 10 Å per voxel" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "picks.csv").exists()

@@ -117,3 +117,15 @@ def test_labeled_counts_only_inside_the_boxes(make_manifest):
     )
     # t1: 3 ribosomes (2 in the first box, 1 in the second) + 1 ferritin; t2: its one ribosome is outside; t3: all
     assert load_manifest(path).labeled_counts("training") == [6, 2]
+
+
+def test_a_run_refuses_tomograms_at_another_voxel_size(make_manifest, tmp_path):
+    path = make_manifest({"training": [("TS_1", [("ribosome", 100.0, 200.0, 50.0)], None)], "test": [("TS_2", None, None), ("TS_3", None, None)]})
+    raw = json.loads(path.read_text())
+    raw["test"][0]["voxel_size"] = 10.05  # within 1 %: the same voxel size
+    path.write_text(json.dumps(raw))
+    assert load_manifest(path).run_voxel_size() == 10.0
+    raw["test"][1]["voxel_size"] = 20.0  # a tomogram binned twice more
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ManifestError, match=r"item\(s\) 'TS_3' \(20 Å\) are not at the manifest's 10 Å per voxel"):
+        load_manifest(path).run_voxel_size()

@@ -126,6 +126,30 @@ class Manifest:
                 counts[name] += int(count)
         return list(counts.values())
 
+    def run_voxel_size(self, tolerance: float = 0.01) -> float:
+        """The one voxel size of a run whose config sizes things in voxels of the manifest's voxel size (CryoMAE's
+        down-sampling and its picks, the teacher's pseudo-labels), once every tomogram is checked to have it.
+
+        A tomogram at another voxel size (a binned one, a second data set) would be picked at the wrong scale and its
+        picks placed with the wrong voxel size. Micrographs (2D) measure particles in pixels and are not checked.
+
+        Args:
+            tolerance: relative difference still taken as the same voxel size.
+
+        Raises:
+            ManifestError: naming the items at another voxel size.
+        """
+        if self.ndim == 3:
+            other = [f"'{it.id}' ({it.voxel_size:g} Å)" for items in self.splits.values() for it in items
+                     if abs(it.voxel_size - self.voxel_size) > tolerance * self.voxel_size]
+            if other:
+                raise ManifestError(
+                    f"{self.path}: item(s) {', '.join(other[:5])}{' ...' if len(other) > 5 else ''} are not at the manifest's "
+                    f"{self.voxel_size:g} Å per voxel; a bundle run works at one voxel size: resample them to it, or give "
+                    "them a manifest of their own"
+                )
+        return self.voxel_size
+
     def data_dicts(self, split: str) -> list[dict]:
         """Items of a split as dicts for a MONAI ``Dataset``."""
         return [it.as_dict() for it in self.items(split)]
