@@ -143,3 +143,18 @@ def test_refined_star_exemplars_are_recentred_with_the_header_pixel_size(synthet
         Image.fromarray(np.zeros((128, 128), np.uint8)).save(png)
     with pytest.raises(ManifestError, match="--pixel-size"):  # pictures carry no pixel size to convert Å shifts with
         manifest_from_micrographs(pngs, star, diameter_px=16, particle="p", out=tmp_path / "work2" / "manifest.json")
+
+
+def test_micrographs_of_two_pixel_sizes_are_refused(synthetic, tmp_path):
+    from cryoet_monai.data.readers import read_image, write_mrc
+
+    source, images = synthetic
+    truth = source.truth("training")
+    first = truth["micrograph"].iloc[0]
+    exemplars = write_picks(truth[truth["micrograph"] == first].head(4), tmp_path / "exemplars.csv")
+    other = next(micrograph for micrograph in images if micrograph != first)
+    binned = tmp_path / f"{other}.mrc"
+    write_mrc(binned, read_image(images[other])[0], 2 * image_info(images[other])[1])  # written at twice the pixel size
+    given = [images[first], binned]
+    with pytest.raises(ManifestError, match=rf"{other}.mrc has .* Å per pixel, .*{first}.mrc .* make a manifest for each pixel size"):
+        manifest_from_micrographs(given, exemplars, diameter_px=16, out=tmp_path / "work" / "manifest.json")

@@ -40,19 +40,19 @@ def manifest_from_micrographs(
             class names needs it).
         exemplars_micrograph: id of the micrograph the exemplars lie in, for a STAR file without
             ``rlnMicrographName`` (RELION's per-micrograph manual-pick files).
-        pixel_size: Å per pixel; default the first MRC micrograph's header, else 1.
+        pixel_size: Å per pixel; default the MRC micrographs' headers, else 1.
         name: data set name.
 
     Raises:
         ManifestError: naming the file and the problem (no micrographs, an unreadable or non-2D image, two files
-            with one id, exemplars of several classes or of a micrograph not given, fewer than 2 exemplars,
-            exemplars outside their micrograph).
+            with one id, MRC micrographs of different pixel sizes, exemplars of several classes or of a micrograph not
+            given, fewer than 2 exemplars, exemplars outside their micrograph).
     """
     out = Path(out).resolve()
     if not diameter_px > 0:
         raise ManifestError(f"{out}: the particle diameter must be a positive number of pixels, got {diameter_px!r}")
     images = _micrographs_by_id(micrographs, out)
-    header_pixel_size = next((image_info(p)[1] for p in images.values() if p.suffix.lower() in MRC_SUFFIXES), None)
+    header_pixel_size = _header_pixel_size(images.values())
     known_pixel_size = pixel_size if pixel_size is not None else header_pixel_size
     reader_args = {}
     if Path(exemplars).suffix.lower() == ".star":
@@ -101,6 +101,23 @@ def manifest_from_micrographs(
             Path(file).unlink(missing_ok=True)
         raise
     return out
+
+
+def _header_pixel_size(images, tolerance: float = 0.01) -> float | None:
+    """The pixel size in the MRC micrographs' headers (None where none gives one: pictures, or 1 Å, a header's
+    blank); one diameter in pixels fits the particles of all micrographs only when they share it."""
+    sizes = {path: image_info(path)[1] for path in images if path.suffix.lower() in MRC_SUFFIXES}
+    sizes = {path: size for path, size in sizes.items() if size != 1.0}
+    if not sizes:
+        return None
+    first, size = next(iter(sizes.items()))
+    for path, other in sizes.items():
+        if abs(other - size) > tolerance * size:
+            raise ManifestError(
+                f"{path} has {other:g} Å per pixel, {first} {size:g} Å: one particle diameter in pixels fits only "
+                "micrographs of one pixel size; make a manifest for each pixel size"
+            )
+    return size
 
 
 def _micrographs_by_id(micrographs: Sequence, out: Path) -> dict[str, Path]:
