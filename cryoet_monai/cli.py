@@ -416,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--exemplars", required=True, help="picks file (CSV or RELION STAR, pixels) of the hand-picked particles")
     m.add_argument("--diameter-px", type=float, required=True, help="particle diameter in pixels")
     m.add_argument("--particle", help="class name (default: the exemplar file's)")
-    m.add_argument("--exemplars-micrograph", help="micrograph id of a STAR file without rlnMicrographName")
+    m.add_argument("--exemplars-micrograph", help="micrograph id of a STAR file without rlnMicrographName or a CSV file without micrograph")
     m.add_argument("--pixel-size", type=float, help="Å per pixel (default: the MRC header, else 1)")
     m.add_argument("--out", required=True, help="manifest to write; exemplar picks go to picks/ beside it")
     m = msub.add_parser("check", help="load and validate a manifest")

@@ -158,3 +158,18 @@ def test_micrographs_of_two_pixel_sizes_are_refused(synthetic, tmp_path):
     given = [images[first], binned]
     with pytest.raises(ManifestError, match=rf"{other}.mrc has .* Å per pixel, .*{first}.mrc .* make a manifest for each pixel size"):
         manifest_from_micrographs(given, exemplars, diameter_px=16, out=tmp_path / "work" / "manifest.json")
+
+
+def test_a_csv_of_bare_positions_takes_its_micrograph_and_class_from_the_options(synthetic, tmp_path):
+    source, images = synthetic
+    truth = source.truth("training")
+    first = truth["micrograph"].iloc[0]
+    rows = truth[truth["micrograph"] == first].head(4)
+    bare = tmp_path / "clicks.csv"
+    rows[["x", "y"]].to_csv(bare, index=False)  # what a hand-picking session may leave
+    with pytest.raises(ManifestError, match=r"missing column\(s\) \['micrograph', 'particle_type'\].*--exemplars-micrograph ID"):
+        manifest_from_micrographs(sorted(images.values()), bare, diameter_px=16, out=tmp_path / "a" / "manifest.json")
+    out = manifest_from_micrographs(sorted(images.values()), bare, diameter_px=16, particle="bgal", exemplars_micrograph=first, out=tmp_path / "b" / "manifest.json")
+    manifest = load_manifest(out)
+    assert manifest.class_names == ["bgal"] and [it.id for it in manifest.items("training")] == [first]
+    np.testing.assert_allclose(manifest.truth("training")[["x", "y"]].to_numpy(), rows[["x", "y"]].to_numpy(), atol=1e-3)

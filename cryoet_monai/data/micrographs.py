@@ -37,9 +37,9 @@ def manifest_from_micrographs(
         diameter_px: particle diameter in pixels of the micrographs.
         out: path of the manifest to write.
         particle: class name of the particles; default the exemplar file's one class name (a STAR file without
-            class names needs it).
+            class names, or a CSV file without ``particle_type``, needs it).
         exemplars_micrograph: id of the micrograph the exemplars lie in, for a STAR file without
-            ``rlnMicrographName`` (RELION's per-micrograph manual-pick files).
+            ``rlnMicrographName`` (RELION's per-micrograph manual-pick files) or a CSV file without ``micrograph``.
         pixel_size: Å per pixel; default the MRC micrographs' headers, else 1.
         name: data set name.
 
@@ -54,15 +54,17 @@ def manifest_from_micrographs(
     images = _micrographs_by_id(micrographs, out)
     header_pixel_size = _header_pixel_size(images.values())
     known_pixel_size = pixel_size if pixel_size is not None else header_pixel_size
-    reader_args = {}
+    reader_args = {"experiment": exemplars_micrograph, "particle_type": particle}
     if Path(exemplars).suffix.lower() == ".star":
-        reader_args = {"experiment": exemplars_micrograph, "particle_type": particle, "voxel_size": known_pixel_size}
+        reader_args["voxel_size"] = known_pixel_size
     try:
         table = read_picks(exemplars, ndim=2, **reader_args)
-    except PicksError as err:  # a STAR file without the column: say which option supplies it
+    except PicksError as err:  # a file without the column: say which option supplies it
         missing = {
             "rlnMicrographName": "name their micrograph (--exemplars-micrograph ID)",
+            "'micrograph'": "name their micrograph (--exemplars-micrograph ID)",
             "rlnClassNumber": "name their class (--particle NAME)",
+            "'particle_type'": "name their class (--particle NAME)",
             "origin shifts": "give the micrographs' pixel size (--pixel-size Å)",
         }
         hint = next((h for column, h in missing.items() if column in str(err)), None)

@@ -125,7 +125,9 @@ def read_picks(path, ndim: int | None = None, **kwargs) -> pd.DataFrame:
         path: the file.
         ndim: expected dimensionality (checked when given).
         kwargs: passed to the STAR or copick reader (e.g. ``voxel_size`` and ``shapes``; see
-            :func:`cryoet_monai.data.star.star_geometry`).
+            :func:`cryoet_monai.data.star.star_geometry`). Of a CSV file, ``experiment`` and ``particle_type`` fill
+            its item (``experiment`` / ``micrograph``) and ``particle_type`` columns where it has none (a hand-picked
+            list of bare ``x, y`` positions); other arguments are not used.
     """
     path = Path(path)
     if not path.is_file():
@@ -136,6 +138,8 @@ def read_picks(path, ndim: int | None = None, **kwargs) -> pd.DataFrame:
             table = pd.read_csv(path, dtype={"experiment": str, "micrograph": str, "particle_type": str})
         except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
             raise PicksError(f"{path}: not a readable CSV ({err})") from err
+        fill = {item_column(ndim or picks_ndim(table)): kwargs.get("experiment"), "particle_type": kwargs.get("particle_type")}
+        table = table.assign(**{name: value for name, value in fill.items() if value is not None and name not in table.columns})
     elif suffix == ".star":
         from cryoet_monai.data.star import read_star
 
