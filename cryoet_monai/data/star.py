@@ -11,14 +11,15 @@ Tomograms (3D) come in two conventions:
 
 Micrographs (2D) are ``rlnMicrographName, rlnCoordinateX, rlnCoordinateY`` in pixels, as in the picks table.
 
+Every file also carries ``rlnClassNumber`` (1-based), a readable class name in ``cryoetParticleType`` (RELION
+keeps labels it does not know) and the score in ``rlnAutopickFigureOfMerit``. Particles go in a
+``data_particles`` block.
+
 Refined particle files also carry origin shifts, ``rlnOrigin{X,Y,Z}Angst`` (RELION 3.1 and later, Å) or
 ``rlnOrigin{X,Y,Z}`` (older, pixels): the particle's centre is the coordinate minus its shift (what RELION's
 re-extraction with re-centring computes). Reading applies them; Å shifts of micrographs are converted with the
 micrograph pixel size (the optics block's ``rlnMicrographPixelSize``, else ``voxel_size``). Files are written
 with the centres in the coordinates and no shifts.
-Every file also carries ``rlnClassNumber`` (1-based), a readable class name in ``cryoetParticleType`` (RELION
-keeps labels it does not know) and the score in ``rlnAutopickFigureOfMerit``. Particles go in a
-``data_particles`` block.
 """
 
 from __future__ import annotations
