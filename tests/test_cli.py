@@ -176,7 +176,7 @@ def test_picking_other_classes_with_the_shipped_model_names_the_model_and_why(ma
     assert main(["run", "semietpicker", "inference", "--manifest", str(manifest), "--split", "test", "--output_dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "semietpicker/models/model.pt: the weights do not fit the network this config builds" in err
-    assert "size mismatch" in err and "train on this manifest first" in err
+    assert "size mismatch" in err and "train on this manifest first" in err and "(--model_path)" in err
 
 
 def test_cryomae_3d_refuses_a_tomogram_at_another_voxel_size(make_manifest, tmp_path, capsys):

@@ -7,38 +7,40 @@ from monai.handlers import CheckpointLoader
 
 MISMATCH_HINT = (
     "a model only fits a network built for the classes and network settings it was trained with (one output channel "
-    "per class): train on this manifest first, or choose a model trained with the same classes (--model_path)"
+    "per class): train on this manifest first, or choose a model trained with the same classes ({option})"
 )
 
 
-def weights_mismatch(path, err: RuntimeError) -> ValueError | None:
+def weights_mismatch(path, err: RuntimeError, option: str = "--model_path") -> ValueError | None:
     """The error to raise instead of ``load_state_dict``'s when the weights in ``path`` do not fit; None for other errors.
 
     Args:
         path: the checkpoint file.
         err: the error ``load_state_dict`` raised.
+        option: the config setting that chooses the file, named in the hint.
     """
     message = str(err)
     if "Error(s) in loading state_dict" not in message:
         return None
     details = [line.strip() for line in message.splitlines()[1:] if line.strip()]
     first = details[0] if details else message
-    return ValueError(f"{path}: the weights do not fit the network this config builds ({first}); {MISMATCH_HINT}")
+    return ValueError(f"{path}: the weights do not fit the network this config builds ({first}); {MISMATCH_HINT.format(option=option)}")
 
 
-def load_weights(network: torch.nn.Module, path, map_location=None) -> torch.nn.Module:
+def load_weights(network: torch.nn.Module, path, map_location=None, option: str = "--pretrained") -> torch.nn.Module:
     """``network.load_state_dict(torch.load(path))`` for a plain state dict, failing with the file named when it does not fit.
 
     Args:
         network: the network to fill.
         path: a state dict saved with ``torch.save`` (a bundle's ``models/model.pt``).
         map_location: passed to ``torch.load``.
+        option: the config setting that chooses the file, named in the error.
     """
     state = torch.load(path, map_location=map_location, weights_only=True)
     try:
         network.load_state_dict(state)
     except RuntimeError as err:
-        mismatch = weights_mismatch(path, err)
+        mismatch = weights_mismatch(path, err, option)
         if mismatch is None:
             raise
         raise mismatch from err
