@@ -13,9 +13,10 @@ import torch
 from monai.bundle import ConfigParser, verify_net_in_out
 
 from cryoet_monai.bundles import bundle_dir
-from cryoet_monai.data.manifest import load_manifest
+from cryoet_monai.data.manifest import ManifestError, load_manifest
 from cryoet_monai.data.picks import make_picks, read_picks, write_picks
 from cryoet_monai.data.readers import write_mrc
+from cryoet_monai.data.star import star_geometry
 from cryoet_monai.metrics import score_picks
 
 CONFIGS = bundle_dir("semietpicker") / "configs"
@@ -136,6 +137,62 @@ def test_train_tune_thresholds_then_pick_from_another_directory(planted, tmp_pat
     result = score_picks(read_picks(pick_dir / "picks.csv"), load_manifest(planted), "test")
     assert result["classes"]["ball"]["recall"] >= 0.66, result
     assert result["classes"]["ball"]["precision"] >= 0.5, result
+
+    # the same test tomogram stored at half the voxel size, picked at the model's voxel size (--target_voxel_size):
+    # the picks land where those of the original did, and picks.star is in the 5 Å file's own frame
+    fine = _at_voxel_size(planted, "test_0", VOXEL / 2, tmp_path / "fine")
+    _bundle("inference.yaml", elsewhere, "--manifest", str(fine), *SMALL, "--split", "test", "--output_dir",
+            str(tmp_path / "fine_picks"), "--model_path", str(model), "--thresholds_path", str(thresholds),
+            "--formats", "['csv', 'star']", "--target_voxel_size", str(VOXEL))
+    fine_picks = read_picks(tmp_path / "fine_picks" / "picks.csv")
+    assert score_picks(fine_picks, load_manifest(fine), "test")["classes"]["ball"]["recall"] >= 0.66
+    original = read_picks(pick_dir / "picks.csv")
+    ball = fine_picks[fine_picks.particle_type == "ball"][["x", "y", "z"]].to_numpy()
+    nearest = np.linalg.norm(ball[:, None] - original[original.particle_type == "ball"][["x", "y", "z"]].to_numpy(), axis=2)
+    assert np.median(nearest.min(axis=1)) < VOXEL / 2, nearest.min(axis=1)
+    star = read_picks(tmp_path / "fine_picks" / "picks.star", **star_geometry(load_manifest(fine)))
+    np.testing.assert_allclose(star[["x", "y", "z"]].to_numpy(), fine_picks[["x", "y", "z"]].to_numpy(), atol=1e-3)
+
+
+def _at_voxel_size(manifest_path: Path, item_id: str, voxel_size: float, out: Path) -> Path:
+    """A one-item test manifest holding ``item_id`` resampled to ``voxel_size`` (same Å positions, same picks)."""
+    from cryoet_monai.data.readers import read_image
+    from cryoet_monai.transforms import ResampleToVoxelSize
+
+    manifest = json.loads(manifest_path.read_text())
+    item = next(it for it in manifest["test"] if it["id"] == item_id)
+    volume, source = read_image(manifest_path.parent / item["image"])
+    out.mkdir()
+    fine = ResampleToVoxelSize(voxel_size)(torch.as_tensor(volume)[None], source)[0].numpy()
+    write_mrc(out / f"{item_id}.mrc", fine, voxel_size)
+    entry = {"id": item_id, "image": f"{item_id}.mrc", "picks": str(manifest_path.parent / item["picks"])}
+    manifest.update(voxel_size=voxel_size, training=[], validation=[], unlabeled=[], test=[entry])
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out / "manifest.json"
+
+
+@pytest.mark.parametrize("config", TOP_LEVEL)
+def test_mixed_voxel_sizes_are_refused_unless_a_target_is_set(planted, tmp_path, config):
+    """Tomograms at 10 and 20 Å: at their own voxel sizes the network would see particles at two scales."""
+    manifest = json.loads(planted.read_text())
+    manifest["test"] = [{**manifest["test"][0], "voxel_size": 2 * VOXEL, "image": str(planted.parent / "test_0.mrc"),
+                         "picks": str(planted.parent / "test_0.csv")}]
+    mixed = tmp_path / "manifest.json"
+    mixed.write_text(json.dumps({**manifest, **{s: [{**it, **{k: str(planted.parent / it[k]) for k in ("image", "picks") if k in it}}
+                                                    for it in manifest[s]] for s in ("training", "validation", "unlabeled")}}))
+    parser = ConfigParser()
+    parser.read_config(CONFIGS / config)
+    parser["manifest"] = str(mixed)
+    with pytest.raises(Exception) as raised:
+        parser.get_parsed_content("load_image")
+    cause = raised.value
+    while not isinstance(cause, ManifestError) and cause.__cause__ is not None:
+        cause = cause.__cause__
+    assert isinstance(cause, ManifestError) and "'test_0' (20 Å)" in str(cause) and "target_voxel_size" in str(cause)
+    parser["target_voxel_size"] = 15.0
+    parser.parse(reset=True)
+    resample = parser.get_parsed_content("load_image")[2]
+    assert resample.resample.voxel_size == 15.0
 
 
 def test_teacher_student_run_from_supervised_weights(planted, tmp_path):

@@ -126,7 +126,7 @@ class Manifest:
                 counts[name] += int(count)
         return list(counts.values())
 
-    def run_voxel_size(self, tolerance: float = 0.01) -> float:
+    def run_voxel_size(self, tolerance: float = 0.01, remedy: str = "resample them to it, or give them a manifest of their own") -> float:
         """The one voxel size of a run whose config sizes things in voxels of the manifest's voxel size (CryoMAE's
         down-sampling and its picks, the teacher's pseudo-labels), once every tomogram is checked to have it.
 
@@ -135,6 +135,7 @@ class Manifest:
 
         Args:
             tolerance: relative difference still taken as the same voxel size.
+            remedy: what the error message tells the user to do.
 
         Raises:
             ManifestError: naming the items at another voxel size.
@@ -145,8 +146,7 @@ class Manifest:
             if other:
                 raise ManifestError(
                     f"{self.path}: item(s) {', '.join(other[:5])}{' ...' if len(other) > 5 else ''} are not at the manifest's "
-                    f"{self.voxel_size:g} Å per voxel; a bundle run works at one voxel size: resample them to it, or give "
-                    "them a manifest of their own"
+                    f"{self.voxel_size:g} Å per voxel; a bundle run works at one voxel size: {remedy}"
                 )
         return self.voxel_size
 

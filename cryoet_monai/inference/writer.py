@@ -33,7 +33,8 @@ class PicksWriter:
         picks_key: key of the picks table in each decollated output item.
         image_key: key of the image, whose spatial shape RELION 5 coordinates need (the shape before rescaling
             where :class:`~cryoet_monai.transforms.rescale.Rescaled` recorded ``<image_key>_original_shape``).
-        voxel_size_key: key of the voxel size in Å.
+        voxel_size_key: key of the voxel size in Å (``original_voxel_size`` wins where the tomogram was resampled:
+            RELION coordinates refer to the tomogram file).
         id_key: key of the tomogram id.
         class_names: the manifest's classes in order; ``picks.star`` numbers them 1, 2, ... in ``rlnClassNumber``
             whichever of them were picked (default: the sorted names of the picked classes).
@@ -85,7 +86,8 @@ class PicksWriter:
             self.tables[experiment] = out[self.picks_key]
             shape = item.get(f"{self.image_key}_original_shape", item[self.image_key].shape[-ndim:])
             self.shapes[experiment] = tuple(int(s) for s in shape)
-            self.voxel_sizes[experiment] = float(torch.as_tensor(item[self.voxel_size_key]).reshape(-1)[0])
+            voxel_size = item.get("original_voxel_size", item[self.voxel_size_key])  # the file's, if resampled
+            self.voxel_sizes[experiment] = float(torch.as_tensor(voxel_size).reshape(-1)[0])
 
     def gathered(self) -> tuple[pd.DataFrame, dict, dict]:
         """All picks, image shapes and voxel sizes collected so far (of all ranks when distributed)."""

@@ -12,6 +12,7 @@ from cryoet_monai.transforms.heatmap import (
     render_heatmap,
 )
 from cryoet_monai.transforms.picks import LoadPicksd, data_voxel_size
+from cryoet_monai.transforms.voxel_size import ResampleToVoxelSize, ResampleToVoxelSized, resampled_length
 from cryoet_monai.transforms.views import (
     NUM_VIEWS,
     RandWedgeViewd,

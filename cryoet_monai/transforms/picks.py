@@ -20,8 +20,9 @@ class LoadPicksd(MapTransform):
     :func:`~cryoet_monai.data.picks.read_picks`; rows of other experiments than ``d["id"]`` and
     picks outside the item's ``annotated`` boxes (``d["annotated"]``; there the labels are not known,
     as for a lab that annotated only inside the boxes) are dropped; Å positions become voxel coordinates with ``d["voxel_size"]`` (or the loaded image's
-    ``meta["voxel_size"]``). A STAR file's positions are converted with that voxel size and the shape in the
-    header of the image file (``d["image"]``, or the loaded image's ``filename_or_obj``). Writes
+    ``meta["voxel_size"]``). A STAR file's positions are converted with the voxel size and the shape of the image
+    file (``d["image"]``, or the loaded image's ``filename_or_obj``; ``d["original_voxel_size"]`` when the tomogram
+    was resampled, see :class:`~cryoet_monai.transforms.voxel_size.ResampleToVoxelSized`). Writes
     ``d[points_key]`` float32 ``(N, 3)`` and ``d[labels_key]`` int64 ``(N,)``, the index of each pick's class
     in ``classes``.
 
@@ -57,7 +58,8 @@ class LoadPicksd(MapTransform):
             labels = np.zeros((0,), dtype=np.int64)
             if path is not None:
                 voxel_size = data_voxel_size(d, source=str(path))
-                picks = read_picks(path, ndim=3, **picks_reader_args(path, 3, voxel_size, _image_file(d)))
+                file_voxel_size = float(d.get("original_voxel_size", voxel_size))  # a resampled tomogram's file
+                picks = read_picks(path, ndim=3, **picks_reader_args(path, 3, file_voxel_size, _image_file(d)))
                 if "id" in d:
                     picks = picks[picks["experiment"] == str(d["id"])]
                 unknown = sorted(set(picks["particle_type"]) - set(self.classes))
