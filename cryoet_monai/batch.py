@@ -68,7 +68,9 @@ class BatchPicker:
         config: inference config name of the bundle.
         shard: ``(index, count)`` of this worker.
         overrides: extra ``--key value`` overrides for the bundle config.
-        formats: merged outputs besides ``picks.csv``: ``"star"`` and/or ``"copick"``.
+        formats: merged outputs besides ``picks.csv``: ``"star"``, ``"copick"`` (tomograms) and / or ``"relion"``
+            (micrographs: ``relion/autopick.star`` and a coordinate file per micrograph, paths relative to the
+            manifest's folder).
     """
 
     def __init__(self, bundle, manifest, out, split="test", config="inference", shard=(0, 1), overrides=None, formats=()):
@@ -80,6 +82,8 @@ class BatchPicker:
         self.formats = tuple(formats)
         if "copick" in self.formats and self.manifest.ndim == 2:
             raise ValueError(f"{manifest}: copick overlays are for tomograms and this manifest holds micrographs; leave copick out of --formats")
+        if "relion" in self.formats and self.manifest.ndim == 3:
+            raise ValueError(f"{manifest}: RELION coordinate files are for micrographs and this manifest holds tomograms (their RELION picks are 'star'); leave relion out of --formats")
         self.items = self.manifest.items(split)
 
     def result_path(self, item_id: str) -> Path:
@@ -164,7 +168,7 @@ class BatchPicker:
         return counts
 
     def merge(self) -> Path:
-        """Merge the per-tomogram results into ``picks.csv`` (+ STAR / copick overlay) and a failures report."""
+        """Merge the per-item results into ``picks.csv`` (+ STAR / copick overlay / RELION picking output) and a failures report."""
         tables = [read_picks(self.result_path(it.id), ndim=self.manifest.ndim) for it in self.items if self.result_path(it.id).is_file()]
         merged = pd.concat(tables, ignore_index=True) if tables else empty_picks(self.manifest.ndim)
         path = write_picks(merged, self.out / "picks.csv")
@@ -181,5 +185,10 @@ class BatchPicker:
             from cryoet_monai.data.copick_io import write_copick_overlay
 
             write_copick_overlay(merged, self.out / "copick_overlay")
+        if "relion" in self.formats:
+            from cryoet_monai.data.relion_picking import write_relion_picking
+
+            micrographs = {it.id: str(it.image) for it in self.items}
+            write_relion_picking(merged, self.out / "relion", micrographs, self.manifest.path.parent, self.manifest.class_names)
         print(f"batch: merged {len(tables)} items ({len(merged)} picks) into {path}; {len(failures)} failed (see failures.json)")
         return path

@@ -438,7 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--config", default="inference", help="the bundle's inference config")
     p.add_argument("--shard", help="i/n: this worker's share (default: torchrun RANK/WORLD_SIZE, else all)")
-    p.add_argument("--formats", nargs="*", default=["star"], choices=["star", "copick"], help="merged outputs besides picks.csv")
+    p.add_argument("--formats", nargs="*", default=["star"], choices=["star", "copick", "relion"],
+                   help="merged outputs besides picks.csv (relion: micrographs' relion/autopick.star + coordinate files)")
     p.add_argument("--tomo-type", default="wbp")
     p.add_argument("--voxel-spacing", type=float, default=10.012)
     p.set_defaults(func=cmd_batch, extra=True)

@@ -6,13 +6,16 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import starfile
 
 from cryoet_monai.batch import BatchPicker, parse_shard
 from cryoet_monai.cli import main
+from cryoet_monai.data.picks import read_picks
 from cryoet_monai.data.readers import write_mrc
 
 BLOB_BUNDLE = """
@@ -105,10 +108,14 @@ def test_cryomae_batch_takes_its_exemplars_from_the_training_micrograph(tmp_path
 
     path = synthesize_micrographs(tmp_path / "mics", num_micrographs=3, shape=(160, 160), radius=10, num_particles=15, seed=3)
     test_ids = {it.id for it in load_manifest(path).items("test")}
-    counts = BatchPicker("cryomae", path, tmp_path / "batch", config="pick", overrides={"num_exemplars": 8}).run()  # the shipped model
+    picker = BatchPicker("cryomae", path, tmp_path / "batch", config="pick", overrides={"num_exemplars": 8}, formats=("relion",))
+    counts = picker.run()  # the shipped model
     assert counts == {"done": len(test_ids), "skipped": 0, "failed": 0, "pending": 0}
     picks = pd.read_csv(tmp_path / "batch" / "picks.csv")
     assert set(picks["micrograph"]) == test_ids and len(picks) >= len(test_ids)
+    listing = starfile.read(tmp_path / "batch" / "relion" / "autopick.star")  # micrographs named as in the manifest
+    assert sorted(listing["rlnMicrographName"]) == sorted(Path(it.image).relative_to(path.parent).as_posix() for it in picker.items)
+    assert len(read_picks(tmp_path / "batch" / "relion" / "autopick.star", particle_type="particle")) == len(picks)
     with pytest.raises(ValueError, match="copick overlays are for tomograms"):
         BatchPicker("cryomae", path, tmp_path / "batch_copick", config="pick", formats=("copick",))  # refused before any picking
 

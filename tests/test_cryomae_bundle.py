@@ -89,6 +89,8 @@ def test_pretrain_and_pick_find_planted_particles(micrographs, tmp_path, monkeyp
     picks = read_picks(tmp_path / "out" / "picks.csv")
     assert set(picks["micrograph"]) == {"synth_001"}
     assert len(read_picks(tmp_path / "out" / "picks.star")) == len(picks)
+    relion = read_picks(tmp_path / "out" / "relion" / "autopick.star", class_names=manifest.class_names)  # for RELION's Extract
+    np.testing.assert_allclose(relion[["x", "y"]].to_numpy(), picks[["x", "y"]].to_numpy(), atol=1e-3)
     result = score_picks(picks, manifest, "test")["classes"]["particle"]
     radius = manifest.classes[0].radius
     chance = min(len(picks) * np.pi * (0.5 * radius) ** 2 / 192**2, 1.0)  # recall of as many random picks

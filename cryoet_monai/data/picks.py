@@ -119,7 +119,8 @@ def validate_picks(picks: pd.DataFrame, source: str = "picks table", ndim: int |
 
 
 def read_picks(path, ndim: int | None = None, **kwargs) -> pd.DataFrame:
-    """Read a picks file: ``.csv`` (contract), ``.star`` (RELION) or ``.json`` (copick).
+    """Read a picks file: ``.csv`` (contract), ``.star`` (RELION: a particle file, or a micrograph picking job's list
+    of coordinate files such as ``autopick.star``) or ``.json`` (copick).
 
     Args:
         path: the file.
@@ -141,9 +142,14 @@ def read_picks(path, ndim: int | None = None, **kwargs) -> pd.DataFrame:
         fill = {item_column(ndim or picks_ndim(table)): kwargs.get("experiment"), "particle_type": kwargs.get("particle_type")}
         table = table.assign(**{name: value for name, value in fill.items() if value is not None and name not in table.columns})
     elif suffix == ".star":
+        from cryoet_monai.data.relion_picking import is_coordinate_list, read_relion_picking
         from cryoet_monai.data.star import read_star
 
-        table = read_star(path, **kwargs)
+        if is_coordinate_list(path):
+            wanted = ("experiment", "particle_type", "class_names")
+            table = read_relion_picking(path, **{k: v for k, v in kwargs.items() if k in wanted})
+        else:
+            table = read_star(path, **kwargs)
     elif suffix == ".json":
         from cryoet_monai.data.copick_io import read_copick_picks
 

@@ -9,7 +9,8 @@ Tomograms (3D) come in two conventions:
 - ``classic``: RELION 3/4 style, ``rlnTomoName`` (or ``rlnMicrographName``) and ``rlnCoordinate{X,Y,Z}`` in
   pixels of the tomogram (voxel index, so ``position Å = pixel × voxel size``). Converting needs ``voxel_size``.
 
-Micrographs (2D) are ``rlnMicrographName, rlnCoordinateX, rlnCoordinateY`` in pixels, as in the picks table.
+Micrographs (2D) are ``rlnMicrographName, rlnCoordinateX, rlnCoordinateY`` in pixels, as in the picks table
+(RELION's picking output, a list of per-micrograph coordinate files, is :mod:`cryoet_monai.data.relion_picking`).
 
 Every file also carries ``rlnClassNumber`` (1-based), a readable class name in ``cryoetParticleType`` (RELION
 keeps labels it does not know) and the score in ``rlnAutopickFigureOfMerit``. Particles go in a

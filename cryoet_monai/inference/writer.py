@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +14,7 @@ from cryoet_monai.data.picks import empty_picks, picks_ndim, write_picks
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 
-FORMATS = ("csv", "star", "copick")
+FORMATS = ("csv", "star", "copick", "relion")
 
 
 class PicksWriter:
@@ -29,7 +29,9 @@ class PicksWriter:
         output_dir: folder of the output files.
         formats: any of ``"csv"`` (``picks.csv``, always written), ``"star"`` (``picks.star``, RELION 5
             centred Å) and ``"copick"`` (a copick overlay under ``<output_dir>/copick``; tomograms only, rejected at
-            the first micrograph, before anything is written).
+            the first micrograph, before anything is written) and ``"relion"`` (RELION picking output under
+            ``<output_dir>/relion``: ``autopick.star`` and a coordinate file per micrograph, which RELION's Extract
+            reads; micrographs only, see :func:`~cryoet_monai.data.relion_picking.write_relion_picking`).
         picks_key: key of the picks table in each decollated output item.
         image_key: key of the image, whose spatial shape RELION 5 coordinates need (the shape before rescaling
             where :class:`~cryoet_monai.transforms.rescale.Rescaled` recorded ``<image_key>_original_shape``).
@@ -38,6 +40,8 @@ class PicksWriter:
         id_key: key of the tomogram id.
         class_names: the manifest's classes in order; ``picks.star`` numbers them 1, 2, ... in ``rlnClassNumber``
             whichever of them were picked (default: the sorted names of the picked classes).
+        micrographs: ``{id: micrograph file}`` for ``"relion"``, the names RELION knows the micrographs by.
+        relion_project_dir: the RELION project folder that ``"relion"`` paths are relative to.
     """
 
     def __init__(
@@ -49,6 +53,8 @@ class PicksWriter:
         voxel_size_key: str = "voxel_size",
         id_key: str = "id",
         class_names: Sequence[str] | None = None,
+        micrographs: Mapping[str, str] | None = None,
+        relion_project_dir: str | Path | None = None,
     ):
         unknown = set(formats) - set(FORMATS)
         if unknown:
@@ -60,6 +66,8 @@ class PicksWriter:
         self.voxel_size_key = voxel_size_key
         self.id_key = id_key
         self.class_names = class_names
+        self.micrographs = micrographs
+        self.relion_project_dir = relion_project_dir
         self.tables: dict[str, pd.DataFrame] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.voxel_sizes: dict[str, float] = {}
@@ -82,6 +90,11 @@ class PicksWriter:
                 raise ValueError(
                     f"{self.output_dir / 'copick'}: copick overlays are for tomograms and '{experiment}' is a micrograph; "
                     "leave 'copick' out of formats"
+                )
+            if "relion" in self.formats and ndim == 3:
+                raise ValueError(
+                    f"{self.output_dir / 'relion'}: RELION coordinate files are for micrographs and '{experiment}' is a "
+                    "tomogram (its RELION picks are 'star'); leave 'relion' out of formats"
                 )
             self.tables[experiment] = out[self.picks_key]
             shape = item.get(f"{self.image_key}_original_shape", item[self.image_key].shape[-ndim:])
@@ -115,3 +128,7 @@ class PicksWriter:
             from cryoet_monai.data.copick_io import write_copick_overlay
 
             write_copick_overlay(picks, self.output_dir / "copick")
+        if "relion" in self.formats:
+            from cryoet_monai.data.relion_picking import write_relion_picking
+
+            write_relion_picking(picks, self.output_dir / "relion", self.micrographs, self.relion_project_dir, self.class_names)

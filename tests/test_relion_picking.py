@@ -1,0 +1,61 @@
+"""RELION picking output (autopick.star + one coordinate file per micrograph): written for Extract, read back."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import starfile
+
+from cryoet_monai.data.picks import PicksError, make_picks, read_picks
+from cryoet_monai.data.relion_picking import write_relion_picking
+
+
+def test_written_picks_are_listed_by_project_paths_and_read_back(tmp_path):
+    project = tmp_path / "project"
+    (project / "MotionCorr" / "job002").mkdir(parents=True)
+    for name in ("mic_001.mrc", "mic_002.mrc"):
+        (project / "MotionCorr" / "job002" / name).touch()
+    picks = pd.concat([
+        make_picks("mic_001", ["ribosome", "proteasome"], [[10.5, 20.25], [300.0, 41.0]], [0.9, 0.7]),
+        make_picks("mic_002", ["proteasome"], [[7.0, 8.0]], [0.5]),
+    ], ignore_index=True)
+    micrographs = {m: str(project / "MotionCorr" / "job002" / f"{m}.mrc") for m in ("mic_001", "mic_002", "mic_003")}
+    listing = write_relion_picking(picks, project / "CryoMAE" / "picks", micrographs, project, ["ribosome", "proteasome"])
+
+    table = starfile.read(listing, always_dict=True)["coordinate_files"]
+    assert list(table["rlnMicrographName"]) == ["MotionCorr/job002/mic_001.mrc", "MotionCorr/job002/mic_002.mrc"]
+    assert list(table["rlnMicrographCoordinates"]) == ["CryoMAE/picks/coordinates/mic_001.star", "CryoMAE/picks/coordinates/mic_002.star"]
+    first = starfile.read(project / table["rlnMicrographCoordinates"][0])
+    np.testing.assert_allclose(first[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(), [[10.5, 20.25], [300.0, 41.0]])
+    assert list(first["rlnClassNumber"]) == [1, 2]
+
+    back = read_picks(listing, class_names=["ribosome", "proteasome"])
+    pd.testing.assert_frame_equal(back, picks, check_exact=False, atol=1e-4)
+
+
+def test_a_manual_pick_job_is_read_from_anywhere(tmp_path, monkeypatch):
+    """RELION lists coordinate files relative to the project folder, three levels above the job's list."""
+    job = tmp_path / "project" / "ManualPick" / "job004"
+    (job / "Movies").mkdir(parents=True)
+    starfile.write({"": pd.DataFrame({"rlnCoordinateX": [100.0, 220.0], "rlnCoordinateY": [50.0, 75.0]})}, job / "Movies" / "a_manualpick.star")
+    starfile.write({"coordinate_files": pd.DataFrame({
+        "rlnMicrographName": ["MotionCorr/job002/Movies/a.mrc"],
+        "rlnMicrographCoordinates": ["ManualPick/job004/Movies/a_manualpick.star"],
+    })}, job / "manualpick.star")
+    monkeypatch.chdir(tmp_path)
+    picks = read_picks(job / "manualpick.star", particle_type="beta-galactosidase")
+    assert list(picks["micrograph"]) == ["a", "a"] and set(picks["particle_type"]) == {"beta-galactosidase"}
+    np.testing.assert_allclose(picks[["x", "y"]].to_numpy(), [[100.0, 50.0], [220.0, 75.0]])
+    assert list(read_picks(job / "manualpick.star", particle_type="b", experiment="other")["micrograph"]) == ["other"] * 2
+
+    with pytest.raises(PicksError, match="a_manualpick.star.*particle_type"):
+        read_picks(job / "manualpick.star")  # no class in the files, none given
+    (job / "Movies" / "a_manualpick.star").unlink()
+    with pytest.raises(PicksError, match="manualpick.star: coordinate file 'ManualPick/job004/Movies/a_manualpick.star' not found"):
+        read_picks(job / "manualpick.star", particle_type="b")
+
+
+def test_tomogram_picks_are_refused(tmp_path):
+    picks = make_picks("TS_1", ["ribosome"], [[100.0, 200.0, 300.0]])
+    with pytest.raises(PicksError, match="for micrographs"):
+        write_relion_picking(picks, tmp_path / "relion")
+    assert not (tmp_path / "relion" / "autopick.star").exists()
