@@ -187,3 +187,15 @@ def test_cryomae_3d_refuses_a_tomogram_at_another_voxel_size(make_manifest, tmp_
     assert main(["run", "cryomae", "pick_3d", "--manifest", str(manifest), "--split", "test", "--output_dir", str(tmp_path / "out")]) == 2
     assert "item(s) 'TS_2' (20 Å) are not at the manifest's 10 Å per voxel" in capsys.readouterr().err
     assert not (tmp_path / "out" / "picks.csv").exists()
+
+
+def test_resuming_a_run_made_with_other_network_settings_says_how_to_start_afresh(make_manifest, tmp_path, capsys):
+    rows = [("ribosome", 200.0, 200.0, 200.0), ("ferritin", 400.0, 300.0, 200.0)]
+    manifest = make_manifest({"training": [("TS_1", rows, None)], "validation": [("TS_2", rows, None)]})
+    run = ["run", "semietpicker", "train", "--manifest", str(manifest), "--output_dir", str(tmp_path / "out"), "--max_epochs", "1",
+           "--epoch_length", "1", "--crop_size", "[16, 32, 32]", "--num_samples", "1", "--val_interval", "0"]
+    assert main([*run, "--network_def#filters", "[4, 8, 16, 32]"]) == 0
+    assert main([*run, "--max_epochs", "2", "--network_def#filters", "[8, 16, 32, 64]"]) == 2  # resumes the checkpoint above
+    err = capsys.readouterr().err
+    assert "checkpoint_epoch=1.pt: the weights do not fit the network this config builds" in err
+    assert "earlier run in" in err and "new --output_dir, or --resume false" in err and "--model_path" not in err

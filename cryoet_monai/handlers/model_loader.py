@@ -11,20 +11,21 @@ MISMATCH_HINT = (
 )
 
 
-def weights_mismatch(path, err: RuntimeError, option: str = "--model_path") -> ValueError | None:
+def weights_mismatch(path, err: RuntimeError, option: str = "--model_path", hint: str | None = None) -> ValueError | None:
     """The error to raise instead of ``load_state_dict``'s when the weights in ``path`` do not fit; None for other errors.
 
     Args:
         path: the checkpoint file.
         err: the error ``load_state_dict`` raised.
         option: the config setting that chooses the file, named in the hint.
+        hint: what to do about it, instead of the hint for a model trained on other classes.
     """
     message = str(err)
     if "Error(s) in loading state_dict" not in message:
         return None
     details = [line.strip() for line in message.splitlines()[1:] if line.strip()]
     first = details[0] if details else message
-    return ValueError(f"{path}: the weights do not fit the network this config builds ({first}); {MISMATCH_HINT.format(option=option)}")
+    return ValueError(f"{path}: the weights do not fit the network this config builds ({first}); {hint or MISMATCH_HINT.format(option=option)}")
 
 
 def load_weights(network: torch.nn.Module, path, map_location=None, option: str = "--pretrained") -> torch.nn.Module:
@@ -51,14 +52,23 @@ class ModelLoader(CheckpointLoader):
     """MONAI's ``CheckpointLoader`` whose error names the checkpoint and the likely cause when its weights do not fit.
 
     A bundle's shipped model has one output channel per class of the data it was trained on; picking a manifest with
-    other classes with it failed with PyTorch's bare size-mismatch list. Arguments as ``monai.handlers.CheckpointLoader``.
+    other classes with it failed with PyTorch's bare size-mismatch list.
+
+    Args:
+        args: as ``monai.handlers.CheckpointLoader``.
+        hint: what the error tells the user to do (default: train on this manifest, or choose another ``--model_path``).
+        kwargs: as ``monai.handlers.CheckpointLoader``.
     """
+
+    def __init__(self, *args, hint: str | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.hint = hint
 
     def __call__(self, engine) -> None:
         try:
             super().__call__(engine)
         except RuntimeError as err:
-            mismatch = weights_mismatch(self.load_path, err)
+            mismatch = weights_mismatch(self.load_path, err, hint=self.hint)
             if mismatch is None:
                 raise
             raise mismatch from err
