@@ -30,7 +30,7 @@ import os
 import shlex
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from functools import partial
 from pathlib import Path
 
@@ -258,13 +258,20 @@ def main(argv=None) -> None:
     chains = [(budget, seed) for budget in args.budgets for seed in args.seeds]
     train_settings, semi_settings = (parse_overrides([f"--{setting}" for setting in settings]) for settings in (args.train_set, args.semi_set))
     work = partial(run_chain, full=full, out=args.out, methods=args.methods, ablation_budget=args.budgets[0], preset_name=args.preset, collect_only=args.collect_only, start=start, pseudo_precision=args.pseudo_precision, train_settings=train_settings, semi_settings=semi_settings, weights=WEIGHTS[args.checkpoint])
+    failed = []
     if args.workers > 1 and not args.collect_only:
         threads = max(1, (os.cpu_count() or 1) // args.workers)
         with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads, initargs=(threads,)) as pool:
-            results = list(pool.map(work, *zip(*chains)))
+            futures = {pool.submit(work, budget, seed): (budget, seed) for budget, seed in chains}
+            for future in as_completed(futures):
+                try:
+                    records += future.result()
+                except Exception as err:  # the other chains go on; the table keeps what finished
+                    failed.append(futures[future])
+                    print(f"[{time.time() - start:7.0f} s] {futures[future][0]} seed {futures[future][1]} FAILED: {type(err).__name__}: {err}", flush=True)
     else:
-        results = [work(budget, seed) for budget, seed in chains]
-    records += [record for chain in results for record in chain]
+        records += [record for budget, seed in chains for record in work(budget, seed)]
+    records[1:] = sorted(records[1:], key=lambda r: (args.budgets.index(r["budget"]), r["seed"], args.methods.index(r["method"])))
 
     names = manifest.class_names
     weights = {c.name: c.weight for c in manifest.classes}
@@ -292,6 +299,8 @@ def main(argv=None) -> None:
     ]
     args.results.write_text("\n".join(text) + "\n")
     print("\n".join(text))
+    if failed:
+        raise SystemExit(f"{len(failed)} budget/seed chain(s) failed: {failed}; their rows are missing (rerun: finished runs are reused)")
 
 
 if __name__ == "__main__":
