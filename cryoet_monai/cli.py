@@ -203,7 +203,7 @@ def cmd_evaluate(args, _):
 
         geometry = star_geometry(manifest, args.split)
     elif str(args.pred).lower().endswith(".star"):  # for Å origin shifts of a refined particle file
-        geometry = {"voxel_size": {it.id: it.voxel_size for it in manifest.items(args.split)}}
+        geometry = {"voxel_size": {it.id: it.voxel_size for it in manifest.items(args.split) if it.voxel_size_declared}}
     result = score_picks(read_picks(args.pred, ndim=manifest.ndim, **geometry), manifest, args.split)
     print(json.dumps(result, indent=2) if args.json else format_score_table(result, manifest))
 

@@ -173,3 +173,38 @@ def test_a_csv_of_bare_positions_takes_its_micrograph_and_class_from_the_options
     manifest = load_manifest(out)
     assert manifest.class_names == ["bgal"] and [it.id for it in manifest.items("training")] == [first]
     np.testing.assert_allclose(manifest.truth("training")[["x", "y"]].to_numpy(), rows[["x", "y"]].to_numpy(), atol=1e-3)
+
+
+def test_an_undeclared_pixel_size_is_never_taken_as_1_angstrom(synthetic, tmp_path):
+    """Pictures without --pixel-size: the manifest declares none, so a truth STAR file with Å origin shifts is refused
+    (not shifted by the shift in Å read as pixels), unless the file's optics block gives the pixel size."""
+    source, images = synthetic
+    truth = source.truth("training")
+    first = truth["micrograph"].iloc[0]
+    rows = truth[truth["micrograph"] == first].head(4)
+    for micrograph in images:
+        Image.fromarray(np.zeros((128, 128), np.uint8)).save(tmp_path / f"{micrograph}.png")
+    exemplars = write_picks(rows, tmp_path / "exemplars.csv")
+    out = manifest_from_micrographs(sorted(tmp_path.glob("*.png")), exemplars, diameter_px=16, out=tmp_path / "work" / "manifest.json")
+    raw = json.loads(out.read_text())
+    assert "voxel_size" not in raw and not any("voxel_size" in it for split in ("training", "test") for it in raw[split])
+    manifest = load_manifest(out)
+    manifest.save(out)  # a round trip keeps it undeclared
+    assert "voxel_size" not in json.loads(out.read_text())
+
+    particles = pd.DataFrame({"rlnMicrographName": [f"{first}.png"] * 4, "rlnCoordinateX": rows["x"].to_numpy() + 2.0,
+                              "rlnCoordinateY": rows["y"].to_numpy(), "rlnOriginXAngst": [3.0] * 4, "rlnOriginYAngst": [0.0] * 4,
+                              "cryoetParticleType": ["particle"] * 4})
+    star = tmp_path / "work" / "refined.star"
+    starfile.write({"particles": particles}, star)
+    raw["training"][0]["picks"] = "refined.star"
+    out.write_text(json.dumps(raw))
+    with pytest.raises(ManifestError, match=r"item 'synth_000': .*refined.star: converting origin shifts in Å.*'voxel_size' in the manifest"):
+        load_manifest(out)
+    starfile.write({"optics": pd.DataFrame({"rlnOpticsGroup": [1], "rlnMicrographPixelSize": [1.5]}),
+                    "particles": particles.assign(rlnOpticsGroup=1)}, star)
+    np.testing.assert_allclose(load_manifest(out).truth("training")[["x", "y"]].to_numpy(), rows[["x", "y"]].to_numpy(), atol=1e-3)
+    raw["voxel_size"] = 1.5  # or the manifest declares it
+    out.write_text(json.dumps(raw))
+    starfile.write({"particles": particles}, star)
+    np.testing.assert_allclose(load_manifest(out).truth("training")[["x", "y"]].to_numpy(), rows[["x", "y"]].to_numpy(), atol=1e-3)

@@ -48,6 +48,8 @@ class Item:
         picks: absolute path of its picks file, or None.
         annotated: boxes (Å for 3D, px for 2D) where the annotation is complete; None means everywhere.
         voxel_size: Å per voxel (or pixel) of this image.
+        voxel_size_declared: whether the manifest gives ``voxel_size`` (for the item or for all); otherwise it is the
+            1 Å default, which micrograph picking (in pixels) does not need, but converting Å to pixels does.
     """
 
     id: str
@@ -55,6 +57,7 @@ class Item:
     picks: Path | None = None
     annotated: list[list[float]] | None = None
     voxel_size: float = 1.0
+    voxel_size_declared: bool = True
 
     def as_dict(self) -> dict:
         """The item as a plain dict (what MONAI datasets and transforms consume)."""
@@ -112,7 +115,7 @@ class Manifest:
 
     def read_item_picks(self, item: Item) -> pd.DataFrame:
         """The picks of an item (it must have a picks file), STAR positions converted with its voxel size and shape."""
-        return read_picks(item.picks, ndim=self.ndim, **picks_reader_args(item.picks, self.ndim, item.voxel_size, item.image))
+        return read_picks(item.picks, ndim=self.ndim, **picks_reader_args(item.picks, self.ndim, item.voxel_size, item.image, item.voxel_size_declared))
 
     def labeled_counts(self, split: str) -> list[int]:
         """Number of picks of each class (in ``class_names`` order) inside the annotated boxes of a split."""
@@ -167,12 +170,9 @@ class Manifest:
         def rel(p):
             return None if p is None else _relative(Path(p), root)
 
-        out = {
-            "name": self.name,
-            "ndim": self.ndim,
-            "voxel_size": self.voxel_size,
-            "classes": [{"name": c.name, "radius": c.radius, "weight": c.weight} for c in self.classes],
-        }
+        declared = all(it.voxel_size_declared for items in self.splits.values() for it in items)
+        out = {"name": self.name, "ndim": self.ndim, **({"voxel_size": self.voxel_size} if declared else {})}
+        out["classes"] = [{"name": c.name, "radius": c.radius, "weight": c.weight} for c in self.classes]
         for split in SPLITS:
             if split not in self.splits:
                 continue
@@ -183,7 +183,7 @@ class Manifest:
                     entry["picks"] = rel(it.picks)
                 if it.annotated is not None:
                     entry["annotated"] = [[round(float(v), 3) for v in box] for box in it.annotated]
-                if it.voxel_size != self.voxel_size:
+                if it.voxel_size_declared and (not declared or it.voxel_size != self.voxel_size):
                     entry["voxel_size"] = it.voxel_size
                 entries.append(entry)
             out[split] = entries
@@ -207,7 +207,7 @@ def _relative(path: Path, root: Path) -> str:
         return str(Path(path).resolve())
 
 
-def picks_reader_args(picks, ndim: int, voxel_size: float, image) -> dict:
+def picks_reader_args(picks, ndim: int, voxel_size: float, image, voxel_size_declared: bool = True) -> dict:
     """``read_picks`` arguments for the picks file of one image: a tomogram's STAR positions (pixels, or Å from
     the centre) are converted with its voxel size and shape, a micrograph's Å origin shifts with its pixel size;
     other files need none.
@@ -217,11 +217,13 @@ def picks_reader_args(picks, ndim: int, voxel_size: float, image) -> dict:
         ndim: 3 for tomograms, 2 for micrographs.
         voxel_size: Å per voxel (pixel) of the image.
         image: the image file, whose header gives the shape.
+        voxel_size_declared: False where ``voxel_size`` is only the manifest's 1 Å default: a micrograph's Å origin
+            shifts are then converted with the STAR file's own pixel size or refused, never with 1 Å.
     """
     if Path(picks).suffix.lower() != ".star":
         return {}
     if ndim == 2:
-        return {"voxel_size": voxel_size}
+        return {"voxel_size": voxel_size if voxel_size_declared else None}
     from cryoet_monai.data.readers import image_info
 
     return {"voxel_size": voxel_size, "shapes": tuple(image_info(image)[0])}
@@ -323,7 +325,7 @@ def load_manifest(path, root=None, check_files: bool = True, check_points: bool 
             if boxes is not None:
                 boxes = _check_boxes(boxes, ndim, lambda m, w=where, i=item_id: fail(f"{w} ('{i}'): {m}"))
             item_voxel = float(entry.get("voxel_size", voxel_size))
-            items.append(Item(item_id, image, picks, boxes, item_voxel))
+            items.append(Item(item_id, image, picks, boxes, item_voxel, "voxel_size" in entry or "voxel_size" in raw))
         manifest.splits[split] = items
 
     if check_points:

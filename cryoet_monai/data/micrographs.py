@@ -40,7 +40,8 @@ def manifest_from_micrographs(
             class names, or a CSV file without ``particle_type``, needs it).
         exemplars_micrograph: id of the micrograph the exemplars lie in, for a STAR file without
             ``rlnMicrographName`` (RELION's per-micrograph manual-pick files) or a CSV file without ``micrograph``.
-        pixel_size: Å per pixel; default the MRC micrographs' headers, else 1.
+        pixel_size: Å per pixel; default the MRC micrographs' headers, else none is written (picking works in
+            pixels; Å origin shifts of a STAR file then need the file's own ``rlnMicrographPixelSize``).
         name: data set name.
 
     Raises:
@@ -84,7 +85,7 @@ def manifest_from_micrographs(
     if unknown:
         raise ManifestError(f"{exemplars}: exemplars in micrograph(s) {unknown[:5]} that are not among the micrographs given ({len(images)} files)")
 
-    pixel_size = known_pixel_size if known_pixel_size is not None else 1.0
+    pixel_size, declared = (known_pixel_size, True) if known_pixel_size is not None else (1.0, False)  # no 1 Å guess in the file
     written = []
     try:
         training = []
@@ -93,8 +94,8 @@ def manifest_from_micrographs(
             if destination == Path(exemplars).resolve():
                 raise ManifestError(f"{exemplars}: the manifest would overwrite it with picks/{micrograph}.csv; write the manifest to another folder")
             written.append(write_picks(table[table["micrograph"] == micrograph], destination))
-            training.append(Item(micrograph, images[micrograph], written[-1], voxel_size=float(pixel_size)))
-        test = [Item(micrograph, path, voxel_size=float(pixel_size)) for micrograph, path in images.items() if micrograph not in order]
+            training.append(Item(micrograph, images[micrograph], written[-1], voxel_size=float(pixel_size), voxel_size_declared=declared))
+        test = [Item(micrograph, path, voxel_size=float(pixel_size), voxel_size_declared=declared) for micrograph, path in images.items() if micrograph not in order]
         manifest = Manifest(name, 2, float(pixel_size), [ParticleClass(classes[0], diameter_px / 2.0)], {"training": training, "test": test})
         written.append(manifest.save(out))
         load_manifest(out)  # the manifest's own checks: non-2D images, exemplars outside their micrograph

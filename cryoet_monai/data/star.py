@@ -255,7 +255,7 @@ def _micrograph_pixel_sizes(table: pd.DataFrame, optics, items: np.ndarray, voxe
         if missing:
             raise PicksError(f"{path}: optics group(s) {missing} of the particles are not in the data_optics block")
         return groups.map(sizes).to_numpy(float)
-    return _per_row(items, lambda e: _lookup(voxel_size, e, "voxel_size", path, "origin shifts in Å (or add rlnMicrographPixelSize to data_optics)")).reshape(-1)
+    return _per_row(items, lambda e: _lookup(voxel_size, e, "voxel_size", path, "origin shifts in Å (to pixels: declare the micrographs' 'voxel_size' in the manifest, or add rlnMicrographPixelSize to data_optics)")).reshape(-1)
 
 
 def _numbers(table: pd.DataFrame, columns: list[str], path) -> np.ndarray:

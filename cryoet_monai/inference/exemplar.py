@@ -143,7 +143,7 @@ def read_exemplars(path, item_id: str, particle_type: str | None = None, manifes
         reader_args["experiment"] = str(item_id)
     if manifest is not None:
         item = manifest.item(str(item_id))
-        reader_args.update(picks_reader_args(path, ndim, item.voxel_size, item.image))
+        reader_args.update(picks_reader_args(path, ndim, item.voxel_size, item.image, item.voxel_size_declared))
     return read_picks(path, ndim=ndim, **reader_args)
 
 
