@@ -157,11 +157,11 @@ def test_picking_without_a_trained_model_says_it_uses_the_shipped_one(tmp_path, 
 
 def test_a_run_that_fails_on_an_image_shows_no_traceback(make_manifest, tmp_path, capfd):
     classes = [{"name": name, "radius": radius, "weight": 1} for name, radius in SHIPPED_CLASSES]
-    manifest = make_manifest({"test": [("TS_1", None, None)]}, classes=classes)
+    manifest = make_manifest({"test": [("TS_1", None, None)]}, classes=classes, voxel_size=25.0)  # the shipped model's
     image = tmp_path / "tomograms" / "TS_1.mrc"
     volume = np.zeros((40, 50, 60), np.float32)
     volume[5, 5, 5] = np.nan
-    write_mrc(image, volume, 10.0)  # the manifest's header check passes; the voxels fail when the run reads them
+    write_mrc(image, volume, 25.0)  # the manifest's header check passes; the voxels fail when the run reads them
     command = ["run", "semietpicker", "inference", "--manifest", str(manifest), "--split", "test", "--output_dir", str(tmp_path / "out")]
     assert main(command) == 2
     captured = capfd.readouterr()
@@ -174,9 +174,9 @@ def test_a_run_that_fails_on_an_image_shows_no_traceback(make_manifest, tmp_path
 def test_picking_other_classes_with_the_shipped_model_names_the_model_and_why(make_manifest, tmp_path, capsys):
     manifest = make_manifest({"test": [("TS_1", None, None)]})  # 2 classes; the shipped model has 6
     assert main(["run", "semietpicker", "inference", "--manifest", str(manifest), "--split", "test", "--output_dir", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err
-    assert "semietpicker/models/model.pt: the weights do not fit the network this config builds" in err
-    assert "size mismatch" in err and "train on this manifest first" in err and "(--model_path)" in err
+    err = capsys.readouterr().err  # said by the model's model_info.json before any weights load
+    assert "semietpicker/models/model.pt was trained for the classes ['apo-ferritin', 'beta-amylase'" in err
+    assert "this manifest declares ['ribosome', 'ferritin']" in err and "train on this manifest" in err
 
 
 def test_cryomae_3d_refuses_a_tomogram_at_another_voxel_size(make_manifest, tmp_path, capsys):

@@ -239,3 +239,30 @@ def test_load_weights_names_a_file_that_does_not_fit(tmp_path):
     assert torch.equal(fitting.weight, torch.load(path)["weight"])
     with pytest.raises(ValueError, match=r"model.pt: the weights do not fit .*size mismatch for weight.*\(--pretrained\)"):
         load_weights(torch.nn.Conv3d(1, 2, 1), path)
+
+
+def test_model_info_refuses_weights_trained_for_other_classes_or_another_voxel_size(tmp_path):
+    from ignite.engine import Engine
+
+    from cryoet_monai.handlers import ModelInfoWriter, ModelLoader, check_model_info, load_weights
+
+    folder = tmp_path / "models"
+    engine = Engine(lambda e, b: None)
+    ModelInfoWriter(folder, ["ribosome", "apo-ferritin"], 10.0).attach(engine)
+    engine.run([0])  # training writes it when it starts
+    weights = folder / "model.pt"
+    torch.save(torch.nn.Conv3d(1, 2, 1).state_dict(), weights)
+
+    check_model_info(weights, ["ribosome", "apo-ferritin"], 10.05)  # same classes, voxel size within 1 %
+    check_model_info(tmp_path / "elsewhere" / "model.pt", ["x"], 99.0)  # weights without a description: not checked
+    with pytest.raises(ValueError, match=r"trained for the classes \['ribosome', 'apo-ferritin'\].*declares \['apo-ferritin', 'ribosome'\]"):
+        load_weights(torch.nn.Conv3d(1, 2, 1), weights, class_names=["apo-ferritin", "ribosome"])  # same shapes, swapped labels
+    with pytest.raises(ValueError, match=r"trained at 10 Å per voxel .* works at 25 Å: add --target_voxel_size 10"):
+        load_weights(torch.nn.Conv3d(1, 2, 1), weights, class_names=["ribosome", "apo-ferritin"], voxel_size=25.0)
+    loader = Engine(lambda e, b: None)
+    ModelLoader(load_path=str(weights), load_dict={"model": torch.nn.Conv3d(1, 2, 1)}, class_names=["a", "b"], voxel_size=10.0).attach(loader)
+    with pytest.raises(ValueError, match="trained for the classes"):
+        loader.run([0])
+    (folder / "model_info.json").write_text("{not json")
+    with pytest.raises(ValueError, match="model_info.json: not a readable model description"):
+        check_model_info(weights, ["ribosome", "apo-ferritin"], 10.0)

@@ -118,6 +118,7 @@ def test_train_tune_thresholds_then_pick_from_another_directory(planted, tmp_pat
             "--crop_size", "[16, 32, 32]", "--num_samples", "2", "--learning_rate", "0.005", "--val_interval", "4")
     model = train_dir / "models" / "model.pt"
     assert model.is_file()
+    assert json.loads((train_dir / "models" / "model_info.json").read_text()) == {"class_names": ["ball", "dot"], "voxel_size": VOXEL}
     validation = json.loads((train_dir / "validation" / "metrics.json").read_text())
     assert validation["classes"]["ball"]["recall"] > 0.5, "validation during training scores the real picks"
     best = json.loads((train_dir / "models" / "model_best.json").read_text())
@@ -152,6 +153,12 @@ def test_train_tune_thresholds_then_pick_from_another_directory(planted, tmp_pat
     assert np.median(nearest.min(axis=1)) < VOXEL / 2, nearest.min(axis=1)
     star = read_picks(tmp_path / "fine_picks" / "picks.star", **star_geometry(load_manifest(fine)))
     np.testing.assert_allclose(star[["x", "y", "z"]].to_numpy(), fine_picks[["x", "y", "z"]].to_numpy(), atol=1e-3)
+    # without --target_voxel_size the model's model_info.json refuses the 5 Å tomogram, saying what to add
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.yaml"), "--manifest", str(fine), *SMALL,
+           "--split", "test", "--output_dir", str(tmp_path / "refused"), "--model_path", str(model)]
+    result = subprocess.run(cmd, cwd=elsewhere, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert result.returncode != 0 and f"--target_voxel_size {VOXEL:g}" in result.stderr
+    assert not (tmp_path / "refused" / "picks.csv").exists()
 
 
 def _at_voxel_size(manifest_path: Path, item_id: str, voxel_size: float, out: Path) -> Path:

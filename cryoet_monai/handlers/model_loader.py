@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from monai.handlers import CheckpointLoader
+
+from cryoet_monai.handlers.model_info import check_model_info
 
 MISMATCH_HINT = (
     "a model only fits a network built for the classes and network settings it was trained with (one output channel "
@@ -28,7 +32,14 @@ def weights_mismatch(path, err: RuntimeError, option: str = "--model_path", hint
     return ValueError(f"{path}: the weights do not fit the network this config builds ({first}); {hint or MISMATCH_HINT.format(option=option)}")
 
 
-def load_weights(network: torch.nn.Module, path, map_location=None, option: str = "--pretrained") -> torch.nn.Module:
+def load_weights(
+    network: torch.nn.Module,
+    path,
+    map_location=None,
+    option: str = "--pretrained",
+    class_names: Sequence[str] | None = None,
+    voxel_size: float | None = None,
+) -> torch.nn.Module:
     """``network.load_state_dict(torch.load(path))`` for a plain state dict, failing with the file named when it does not fit.
 
     Args:
@@ -36,7 +47,10 @@ def load_weights(network: torch.nn.Module, path, map_location=None, option: str 
         path: a state dict saved with ``torch.save`` (a bundle's ``models/model.pt``).
         map_location: passed to ``torch.load``.
         option: the config setting that chooses the file, named in the error.
+        class_names: this run's classes in channel order, checked against the ``model_info.json`` beside the file.
+        voxel_size: this run's Å per voxel, checked likewise (see :func:`~cryoet_monai.handlers.model_info.check_model_info`).
     """
+    check_model_info(path, class_names, voxel_size)
     state = torch.load(path, map_location=map_location, weights_only=True)
     try:
         network.load_state_dict(state)
@@ -57,14 +71,21 @@ class ModelLoader(CheckpointLoader):
     Args:
         args: as ``monai.handlers.CheckpointLoader``.
         hint: what the error tells the user to do (default: train on this manifest, or choose another ``--model_path``).
+        class_names: this run's classes in channel order, checked against the ``model_info.json`` beside the file.
+        voxel_size: this run's Å per voxel, checked likewise (see :func:`~cryoet_monai.handlers.model_info.check_model_info`).
         kwargs: as ``monai.handlers.CheckpointLoader``.
     """
 
-    def __init__(self, *args, hint: str | None = None, **kwargs) -> None:
+    def __init__(
+        self, *args, hint: str | None = None, class_names: Sequence[str] | None = None, voxel_size: float | None = None, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.hint = hint
+        self.class_names = class_names
+        self.voxel_size = voxel_size
 
     def __call__(self, engine) -> None:
+        check_model_info(self.load_path, self.class_names, self.voxel_size)
         try:
             super().__call__(engine)
         except RuntimeError as err:

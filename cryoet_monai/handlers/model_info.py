@@ -1,0 +1,98 @@
+"""What a model folder's weights were trained for: ``model_info.json`` beside them, written by training, checked
+when weights are loaded.
+
+A heatmap network's output channel ``c`` means the ``c``-th class of the manifest it was trained on, at the voxel
+size it saw. Weights trained on ``[ribosome, apo-ferritin]`` load into a network for ``[apo-ferritin, ribosome]``
+without complaint and label every pick with the other class; a model trained at 25 Å per voxel picks 10 Å tomograms
+with particles 2.5 times the size it learned. Both are refused when the folder says what its weights are.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from monai.utils import min_version, optional_import
+
+Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
+
+MODEL_INFO = "model_info.json"
+
+
+def model_info_path(weights) -> Path:
+    """The ``model_info.json`` that describes a weights file (one per folder)."""
+    return Path(weights).parent / MODEL_INFO
+
+
+def write_model_info(folder, class_names: Sequence[str], voxel_size: float) -> Path:
+    """Write ``<folder>/model_info.json`` (atomically).
+
+    Args:
+        folder: the folder of the weights.
+        class_names: classes in output-channel order.
+        voxel_size: Å per voxel the network works at.
+    """
+    from cryoet_monai.data.atomic import atomic_path
+
+    path = Path(folder) / MODEL_INFO
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"class_names": [str(c) for c in class_names], "voxel_size": float(voxel_size)}, indent=2) + "\n")
+    return path
+
+
+def check_model_info(weights, class_names: Sequence[str] | None = None, voxel_size: float | None = None, tolerance: float = 0.01) -> None:
+    """Refuse weights whose ``model_info.json`` names other classes (or another order) or another voxel size.
+
+    Weights without a ``model_info.json`` beside them are not checked.
+
+    Args:
+        weights: the weights file.
+        class_names: classes of this run in output-channel order (not checked when None).
+        voxel_size: Å per voxel this run works at (not checked when None).
+        tolerance: relative difference of voxel sizes still taken as equal.
+
+    Raises:
+        ValueError: naming the weights, what they were trained for and what this run declares.
+    """
+    path = model_info_path(weights)
+    if not path.is_file():
+        return
+    try:
+        info = json.loads(path.read_text())
+        trained_classes, trained_voxel = list(info["class_names"]), float(info["voxel_size"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable model description ({err}); it describes {weights}") from err
+    if class_names is not None and trained_classes != [str(c) for c in class_names]:
+        raise ValueError(
+            f"{weights} was trained for the classes {trained_classes} (output channels in this order, see {path}); this "
+            f"manifest declares {list(class_names)}: declare the model's classes in its order, or train on this manifest"
+        )
+    if voxel_size is not None and abs(float(voxel_size) - trained_voxel) > tolerance * trained_voxel:
+        raise ValueError(
+            f"{weights} was trained at {trained_voxel:g} Å per voxel (see {path}) and this run works at {float(voxel_size):g} Å: "
+            f"add --target_voxel_size {trained_voxel:g} to resample the tomograms to the model's voxel size"
+        )
+
+
+class ModelInfoWriter:
+    """Writes ``<folder>/model_info.json`` when training starts, so that every checkpoint and final model saved there
+    is described.
+
+    Args:
+        folder: the checkpoint folder.
+        class_names: classes in output-channel order.
+        voxel_size: Å per voxel the network works at.
+    """
+
+    def __init__(self, folder, class_names: Sequence[str], voxel_size: float) -> None:
+        self.folder = Path(folder)
+        self.class_names = list(class_names)
+        self.voxel_size = float(voxel_size)
+
+    def attach(self, engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine=None) -> None:
+        write_model_info(self.folder, self.class_names, self.voxel_size)
