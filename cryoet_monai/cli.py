@@ -229,6 +229,28 @@ def image_id(path) -> str:
     return Path(name).stem
 
 
+def cmd_convert(args, _):
+    from cryoet_monai.data.picks import picks_ndim, read_picks, write_picks
+
+    geometry = {}
+    if args.manifest:
+        from cryoet_monai.data.manifest import load_manifest
+        from cryoet_monai.data.star import star_geometry
+
+        manifest = load_manifest(args.manifest, check_points=False)
+        if manifest.ndim == 3:
+            geometry = star_geometry(manifest)
+        else:
+            items = [it for split in manifest.splits for it in manifest.items(split)]
+            geometry = {"voxel_size": {it.id: it.voxel_size for it in items if it.voxel_size_declared}, "class_names": manifest.class_names}
+    star_in, star_out = (str(path).lower().endswith(".star") for path in (args.input, args.output))
+    picks = read_picks(args.input, **(geometry if star_in else {}))
+    if star_out and picks_ndim(picks) == 3 and not args.manifest:
+        raise CommandError(f"{args.output}: tomogram STAR files are in pixels or Å from the centre; give --manifest for the voxel sizes and shapes")
+    write_picks(picks, args.output, **({"convention": args.convention, **geometry} if star_out else {}))
+    print(f"wrote {len(picks)} picks to {args.output}")
+
+
 def cmd_view(args, _):
     from cryoet_monai.data.picks import read_picks
     from cryoet_monai.data.readers import read_image
@@ -378,6 +400,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, help="picks file (.csv, .star or copick .json)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("convert", help="convert a picks file: CSV, RELION STAR (relion5, classic, warp) or copick JSON")
+    p.add_argument("input", help="picks file (.csv, .star, copick .json)")
+    p.add_argument("output", help="destination; its suffix chooses the format")
+    p.add_argument("--manifest", help="the manifest of the tomograms: voxel sizes and shapes that STAR coordinates need, class numbers")
+    p.add_argument("--convention", choices=["relion5", "classic", "warp"], default="relion5",
+                   help="tomogram STAR output: RELION 5 centred Å, RELION 3/4 pixels, or WarpTools ts_export_particles input (pixels, <id>.tomostar)")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("baseline", help="zero-label blob picker (the floor every method must beat)")
     p.add_argument("--manifest", required=True)

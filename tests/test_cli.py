@@ -3,7 +3,9 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
+import starfile
 
 from cryoet_monai.cli import image_id, main, parse_overrides, root_cause
 from cryoet_monai.data.picks import make_picks, write_picks
@@ -199,3 +201,15 @@ def test_resuming_a_run_made_with_other_network_settings_says_how_to_start_afres
     err = capsys.readouterr().err
     assert "checkpoint_epoch=1.pt: the weights do not fit the network this config builds" in err
     assert "earlier run in" in err and "new --output_dir, or --resume false" in err and "--model_path" not in err
+
+
+def test_convert_writes_warp_input_and_reads_it_back(make_manifest, tmp_path, capsys):
+    rows = [("ribosome", 200.0, 300.0, 150.0), ("ferritin", 410.0, 120.0, 90.0)]
+    manifest = make_manifest({"test": [("TS_1", rows, None)]})
+    picks = tmp_path / "picks" / "TS_1.csv"
+    assert main(["convert", str(picks), str(tmp_path / "warp.star"), "--manifest", str(manifest), "--convention", "warp"]) == 0
+    assert set(starfile.read(tmp_path / "warp.star")["rlnMicrographName"]) == {"TS_1.tomostar"}
+    assert main(["convert", str(tmp_path / "warp.star"), str(tmp_path / "back.csv"), "--manifest", str(manifest)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "back.csv"), pd.read_csv(picks), check_exact=False, atol=1e-3)
+    assert main(["convert", str(picks), str(tmp_path / "relion5.star")]) == 2  # pixels need the voxel size
+    assert "give --manifest for the voxel sizes and shapes" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""RELION STAR particle files: both tomogram conventions, micrographs, and the errors."""
+"""RELION STAR particle files: the tomogram conventions (RELION 5, classic, Warp), micrographs, and the errors."""
 
 import numpy as np
 import pandas as pd
@@ -166,3 +166,14 @@ def test_a_written_file_has_no_shifts_and_reads_back_the_same(tmp_path):
     block = starfile.read(write_picks(picks, tmp_path / "m.star"))
     assert not [c for c in block.columns if c.startswith("rlnOrigin")]
     pd.testing.assert_frame_equal(read_picks(tmp_path / "m.star", voxel_size=1.77), picks)
+
+
+def test_warp_input_is_classic_pixels_named_by_tomostar(tmp_path):
+    picks = make_picks("TS_01", ["ribosome", "ribosome"], np.array([[100.0, 200.0, 50.0], [12.0, 24.0, 36.0]]))
+    path = write_star(picks, tmp_path / "warp.star", convention="warp", voxel_size=10.0)
+    table = starfile.read(path)
+    assert list(table["rlnMicrographName"]) == ["TS_01.tomostar"] * 2 and "rlnTomoName" not in table.columns
+    np.testing.assert_allclose(table[["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"]].to_numpy(), [[10.0, 20.0, 5.0], [1.2, 2.4, 3.6]])
+    back = read_star(path, voxel_size=10.0)
+    assert list(back["experiment"]) == ["TS_01"] * 2
+    np.testing.assert_allclose(back[["x", "y", "z"]].to_numpy(), picks[["x", "y", "z"]].to_numpy(), atol=1e-4)

@@ -1,6 +1,6 @@
 """RELION STAR particle files ⇄ picks tables (the STAR syntax itself is `starfile`'s job).
 
-Tomograms (3D) come in two conventions:
+Tomograms (3D) come in three conventions:
 
 - ``relion5``: RELION 5 tomography, ``rlnTomoName`` and ``rlnCenteredCoordinate{X,Y,Z}Angst``, in Å from the
   tomogram centre. RELION puts the centre at half the tomogram size (``tomogram_set.cpp``; copick's RELION
@@ -8,6 +8,9 @@ Tomograms (3D) come in two conventions:
   along that axis. Converting needs ``voxel_size`` and each tomogram's ``shapes``.
 - ``classic``: RELION 3/4 style, ``rlnTomoName`` (or ``rlnMicrographName``) and ``rlnCoordinate{X,Y,Z}`` in
   pixels of the tomogram (voxel index, so ``position Å = pixel × voxel size``). Converting needs ``voxel_size``.
+- ``warp``: what ``WarpTools ts_export_particles --input_star`` reads: ``classic`` pixels (pass the voxel size as
+  its ``--coords_angpix``) with the tilt series named in ``rlnMicrographName`` as ``<id>.tomostar``. Read back as
+  ``classic``; the ``.tomostar`` suffix is dropped from the id.
 
 Micrographs (2D) are ``rlnMicrographName, rlnCoordinateX, rlnCoordinateY`` in pixels, as in the picks table
 (RELION's picking output, a list of per-micrograph coordinate files, is :mod:`cryoet_monai.data.relion_picking`).
@@ -33,7 +36,7 @@ import pandas as pd
 
 from cryoet_monai.data.picks import PicksError, coord_columns, item_column, make_picks, picks_ndim, validate_picks
 
-CONVENTIONS = ("relion5", "classic")
+CONVENTIONS = ("relion5", "classic", "warp")
 ORIGIN_ANGSTROM_COLUMNS = ["rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginZAngst"]
 ORIGIN_PIXEL_COLUMNS = ["rlnOriginX", "rlnOriginY", "rlnOriginZ"]
 CENTRED_COLUMNS = ["rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst", "rlnCenteredCoordinateZAngst"]
@@ -44,7 +47,7 @@ CLASS_COLUMN = "rlnClassNumber"
 NAME_COLUMN = "cryoetParticleType"
 SCORE_COLUMN = "rlnAutopickFigureOfMerit"
 BLOCK = "particles"
-_IMAGE_SUFFIXES = (".mrc", ".mrcs", ".rec", ".map", ".st", ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".eer")
+_IMAGE_SUFFIXES = (".mrc", ".mrcs", ".rec", ".map", ".st", ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".eer", ".tomostar")
 
 
 def read_star(
@@ -103,7 +106,8 @@ def write_star(
     Args:
         picks: the picks table (3D in Å or 2D in px).
         path: destination.
-        convention: ``relion5`` (centred Å) or ``classic`` (pixels) for 3D picks; 2D picks are always pixels.
+        convention: ``relion5`` (centred Å), ``classic`` (pixels) or ``warp`` (pixels, ``<id>.tomostar``) for 3D
+            picks; 2D picks are always pixels.
         voxel_size: Å per voxel (one number, or ``{experiment: Å}``); needed for 3D picks.
         shapes: ``(nz, ny, nx)`` (one shape, or ``{experiment: shape}``); needed for ``relion5``.
         class_names: order that numbers the classes in ``rlnClassNumber`` (default: the sorted names in ``picks``).
@@ -126,7 +130,10 @@ def write_star(
         centres = _per_row(items, lambda e: _centre_angstrom(e, voxel_size, shapes, path))
         table.update(zip(CENTRED_COLUMNS, (coords - centres).T))
     else:
-        table[TOMO_COLUMN] = items
+        if convention == "warp":
+            table[MICROGRAPH_COLUMN] = np.char.add(items, ".tomostar")
+        else:
+            table[TOMO_COLUMN] = items
         sizes = _per_row(items, lambda e: _lookup(voxel_size, e, "voxel_size", path, "pixel coordinates"))
         table.update(zip(PIXEL_COLUMNS, (coords / sizes.reshape(-1, 1)).T))
     table[CLASS_COLUMN] = _class_numbers(picks["particle_type"], class_names, path)
