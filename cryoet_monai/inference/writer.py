@@ -28,7 +28,7 @@ class PicksWriter:
     Args:
         output_dir: folder of the output files.
         formats: any of ``"csv"`` (``picks.csv``, always written), ``"star"`` (``picks.star``, RELION 5
-            centred Å) and ``"copick"`` (a copick overlay under ``<output_dir>/copick``; tomograms only, rejected at
+            centred Å), ``"copick"`` (a copick overlay under ``<output_dir>/copick``; tomograms only, rejected at
             the first micrograph, before anything is written) and ``"relion"`` (RELION picking output under
             ``<output_dir>/relion``: ``autopick.star`` and a coordinate file per micrograph, which RELION's Extract
             reads; micrographs only, see :func:`~cryoet_monai.data.relion_picking.write_relion_picking`).
