@@ -52,7 +52,11 @@ def run_demo(out="demo_output", preset: str = "tiny", seed: int = 1, templates=N
     if method == "blobs":
         write_picks(pick_with_blobs(manifest_path, "test"), picks_dir / "picks.csv")
     else:
-        run_bundle(method, "inference", {"manifest": str(manifest_path), "split": "test", "output_dir": str(picks_dir)})
+        from cryoet_monai.handlers.model_info import trained_voxel_size
+
+        # the shipped model picks any preset at the voxel size it was trained at
+        at = {"target_voxel_size": trained_voxel_size(shipped_model(method))} if shipped_model(method) is not None else {}
+        run_bundle(method, "inference", {"manifest": str(manifest_path), "split": "test", "output_dir": str(picks_dir), **at})
     pred = read_picks(picks_dir / "picks.csv", ndim=manifest.ndim)
     print("[3/4] scoring against the planted particles")
     result = score_picks(pred, manifest, "test")

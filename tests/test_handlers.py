@@ -245,6 +245,7 @@ def test_model_info_refuses_weights_trained_for_other_classes_or_another_voxel_s
     from ignite.engine import Engine
 
     from cryoet_monai.handlers import ModelInfoWriter, ModelLoader, check_model_info, load_weights
+    from cryoet_monai.handlers.model_info import trained_voxel_size
 
     folder = tmp_path / "models"
     engine = Engine(lambda e, b: None)
@@ -254,6 +255,7 @@ def test_model_info_refuses_weights_trained_for_other_classes_or_another_voxel_s
     torch.save(torch.nn.Conv3d(1, 2, 1).state_dict(), weights)
 
     check_model_info(weights, ["ribosome", "apo-ferritin"], 10.05)  # same classes, voxel size within 1 %
+    assert trained_voxel_size(weights) == 10.0 and trained_voxel_size(tmp_path / "elsewhere" / "model.pt") is None
     check_model_info(tmp_path / "elsewhere" / "model.pt", ["x"], 99.0)  # weights without a description: not checked
     with pytest.raises(ValueError, match=r"trained for the classes \['ribosome', 'apo-ferritin'\].*declares \['apo-ferritin', 'ribosome'\]"):
         load_weights(torch.nn.Conv3d(1, 2, 1), weights, class_names=["apo-ferritin", "ribosome"])  # same shapes, swapped labels

@@ -42,6 +42,12 @@ def write_model_info(folder, class_names: Sequence[str], voxel_size: float) -> P
     return path
 
 
+def trained_voxel_size(weights) -> float | None:
+    """The voxel size (Å) a weights file was trained at, from the ``model_info.json`` beside it (None without one)."""
+    path = model_info_path(weights)
+    return float(json.loads(path.read_text())["voxel_size"]) if path.is_file() else None
+
+
 def check_model_info(weights, class_names: Sequence[str] | None = None, voxel_size: float | None = None, tolerance: float = 0.01) -> None:
     """Refuse weights whose ``model_info.json`` names other classes (or another order) or another voxel size.
 
