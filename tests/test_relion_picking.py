@@ -54,6 +54,11 @@ def test_a_manual_pick_job_is_read_from_anywhere(tmp_path, monkeypatch):
         read_picks(job / "manualpick.star", particle_type="b")
 
 
+def test_no_picks_give_an_empty_list(tmp_path):
+    listing = write_relion_picking(make_picks("mic_001", "ribosome", [[1.0, 2.0]]).iloc[:0], tmp_path / "relion")
+    assert len(read_picks(listing)) == 0
+
+
 def test_tomogram_picks_are_refused(tmp_path):
     picks = make_picks("TS_1", ["ribosome"], [[100.0, 200.0, 300.0]])
     with pytest.raises(PicksError, match="for micrographs"):

@@ -63,7 +63,7 @@ def write_relion_picking(
     micrographs = dict(micrographs or {})
     (folder / "coordinates").mkdir(parents=True, exist_ok=True)
     rows = []
-    for item, table in picks.groupby("micrograph", sort=True):
+    for item, table in picks.groupby("micrograph", sort=True) if len(picks) else []:
         path = folder / "coordinates" / f"{item}.star"
         coordinates = pd.DataFrame({
             "rlnCoordinateX": table["x"].to_numpy(float),
