@@ -202,6 +202,24 @@ def test_mixed_voxel_sizes_are_refused_unless_a_target_is_set(planted, tmp_path,
     assert resample.resample.voxel_size == 15.0
 
 
+def test_training_labels_of_a_resampled_tomogram_sit_at_the_particles(planted):
+    """--target_voxel_size 20 on 10 Å tomograms: the training heatmap peaks at each particle's Å position / 20."""
+    from monai.transforms import Compose
+
+    parser = ConfigParser()
+    parser.read_config(CONFIGS / "train.yaml")
+    parser.update({"manifest": str(planted), "target_voxel_size": 2 * VOXEL})
+    item = parser.get_parsed_content("manifest_info").data_dicts("training")[0]
+    data = Compose(parser.get_parsed_content("load_image") + parser.get_parsed_content("train#labels")[:2])(item)
+    assert tuple(data["image"].shape[1:]) == tuple((n - 1) // 2 + 1 for n in SHAPE) and data["voxel_size"] == 2 * VOXEL
+    truth = read_picks(planted.parent / item["picks"])
+    heatmap = data["heatmap"][0].numpy()  # the first class, "ball"
+    for x, y, z in truth[truth.particle_type == "ball"][["x", "y", "z"]].to_numpy():
+        centre = np.round(np.array([z, y, x]) / (2 * VOXEL)).astype(int)
+        window = heatmap[tuple(slice(max(c - 1, 0), c + 2) for c in centre)]
+        assert window.max() > 0.5, (x, y, z)  # a peak within one voxel of the particle
+
+
 def test_teacher_student_run_from_supervised_weights(planted, tmp_path):
     common = ["--manifest", str(planted), *SMALL, "--crop_size", "[16, 32, 32]", "--num_samples", "1"]
     _bundle("train.yaml", tmp_path, *common, "--output_dir", str(tmp_path / "sup"), "--max_epochs", "1", "--epoch_length", "1")
