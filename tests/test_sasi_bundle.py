@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,9 @@ def test_bundle_pretrains_trains_and_picks(tmp_path, monkeypatch):
     common = {"manifest": str(manifest), "output_dir": str(out), **_args(TINY)}
     run(config_file=str(CONFIGS / "pretrain.yaml"), max_epochs=1, batch_size=2, **common)
     assert (out / "models" / "encoder.pt").is_file()
+    with pytest.raises(Exception) as raised:  # an encoder pre-trained at 10 Å, fine-tuned at 20 Å
+        run(config_file=str(CONFIGS / "train.yaml"), max_epochs=1, epoch_length=2, target_voxel_size=20.0, **common)
+    assert "encoder.pt was trained at 10 Å per voxel" in "".join(traceback.format_exception(raised.value))
     run(config_file=str(CONFIGS / "train.yaml"), max_epochs=1, epoch_length=2, **{"infill#target_fraction": 0.2}, **common)
     assert (out / "models" / "model.pt").is_file()
 

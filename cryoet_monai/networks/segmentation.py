@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from monai.networks.nets import BasicUNet
 
+from cryoet_monai.handlers.model_info import check_model_info
+
 ENCODER_BLOCKS = ("conv_0", "down_1", "down_2", "down_3", "down_4")
 
 
@@ -52,22 +54,26 @@ class UNetEncoder(torch.nn.Module):
         return x
 
 
-def load_pretrained_encoder(network: BasicUNet, path: str | Path | None, key: str = "encoder") -> BasicUNet:
+def load_pretrained_encoder(network: BasicUNet, path: str | Path | None, key: str = "encoder", voxel_size: float | None = None) -> BasicUNet:
     """Copy pre-trained encoder weights into ``network``'s encoder; the decoder keeps its initialisation.
 
     Args:
         network: the U-Net to initialise.
         path: a checkpoint holding the encoder's state dict (under ``key``, or bare); None leaves the network as is.
         key: the entry of the checkpoint dict holding the encoder.
+        voxel_size: Å per voxel of this run, checked against the ``model_info.json`` that pre-training left beside
+            the checkpoint (the encoder knows no classes, so only the voxel size is compared).
 
     Raises:
         FileNotFoundError: when there is no checkpoint at ``path``.
-        ValueError: when the checkpoint does not fit the encoder (different features).
+        ValueError: when the checkpoint does not fit the encoder (different features) or was pre-trained at another
+            voxel size.
     """
     if path is None:
         return network
     if not Path(path).is_file():
         raise FileNotFoundError(f"no pre-trained encoder at {path}: run the bundle's pretrain.yaml first, or train with --use_pretrained false")
+    check_model_info(path, voxel_size=voxel_size)
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get(key, state)
     encoder = UNetEncoder(network)
