@@ -247,7 +247,14 @@ def cmd_convert(args, _):
     picks = read_picks(args.input, **(geometry if star_in else {}))
     if star_out and picks_ndim(picks) == 3 and not args.manifest:
         raise CommandError(f"{args.output}: tomogram STAR files are in pixels or Å from the centre; give --manifest for the voxel sizes and shapes")
-    write_picks(picks, args.output, **({"convention": args.convention, **geometry} if star_out else {}))
+    if Path(args.output).name == "autopick.star":  # RELION picking output: the list and a coordinate file per micrograph
+        from cryoet_monai.data.relion_picking import write_relion_picking
+
+        micrographs = {it.id: str(it.image) for split in manifest.splits for it in manifest.items(split)} if args.manifest else None
+        project = manifest.path.parent if args.manifest else None
+        write_relion_picking(picks, Path(args.output).parent, micrographs, project, geometry.get("class_names"))
+    else:
+        write_picks(picks, args.output, **({"convention": args.convention, **geometry} if star_out else {}))
     print(f"wrote {len(picks)} picks to {args.output}")
 
 
@@ -403,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="convert a picks file: CSV, RELION STAR (relion5, classic, warp) or copick JSON")
     p.add_argument("input", help="picks file (.csv, .star, copick .json)")
-    p.add_argument("output", help="destination; its suffix chooses the format")
+    p.add_argument("output", help="destination; its suffix chooses the format (micrographs: a path ending in autopick.star writes "
+                                  "RELION picking output, the list and a coordinate file per micrograph beside it)")
     p.add_argument("--manifest", help="the manifest of the tomograms: voxel sizes and shapes that STAR coordinates need, class numbers")
     p.add_argument("--convention", choices=["relion5", "classic", "warp"], default="relion5",
                    help="tomogram STAR output: RELION 5 centred Å, RELION 3/4 pixels, or WarpTools ts_export_particles input (pixels, <id>.tomostar)")

@@ -64,3 +64,24 @@ def test_tomogram_picks_are_refused(tmp_path):
     with pytest.raises(PicksError, match="for micrographs"):
         write_relion_picking(picks, tmp_path / "relion")
     assert not (tmp_path / "relion" / "autopick.star").exists()
+
+
+def test_convert_writes_relion_picking_output_named_as_in_the_manifest(tmp_path):
+    import json
+
+    from cryoet_monai.cli import main
+
+    (tmp_path / "mics").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "mics" / f"{name}.png").touch()
+    manifest = {"name": "m", "ndim": 2, "classes": [{"name": "bgal", "radius": 54}],
+                "test": [{"id": "a", "image": "mics/a.png"}, {"id": "b", "image": "mics/b.png"}]}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    picks = pd.concat([make_picks("a", "bgal", [[10.0, 20.0], [30.0, 40.0]]), make_picks("b", "bgal", [[5.0, 6.0]])], ignore_index=True)
+    picks.to_csv(tmp_path / "picks.csv", index=False)
+    out = tmp_path / "Import" / "autopick.star"
+    assert main(["convert", str(tmp_path / "picks.csv"), str(out), "--manifest", str(tmp_path / "manifest.json")]) == 0
+    listing = starfile.read(out)
+    assert list(listing["rlnMicrographName"]) == ["mics/a.png", "mics/b.png"]
+    assert list(listing["rlnMicrographCoordinates"]) == ["Import/coordinates/a.star", "Import/coordinates/b.star"]
+    pd.testing.assert_frame_equal(read_picks(out), picks, check_exact=False, atol=1e-4)  # class names kept, no class_names needed

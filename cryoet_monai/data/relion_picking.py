@@ -2,7 +2,7 @@
 
 RELION (4 and 5) keeps the picks of a micrograph data set as one coordinate file per micrograph (a ``data_``
 loop of ``rlnCoordinateX``, ``rlnCoordinateY`` in pixels, optionally ``rlnClassNumber`` and
-``rlnAutopickFigureOfMerit``) and a list that pairs each micrograph with its file: a ``data_coordinate_files``
+``rlnAutopickFigureOfMerit``; files written here also name the class in ``cryoetParticleType``) and a list that pairs each micrograph with its file: a ``data_coordinate_files``
 loop of ``rlnMicrographName`` and ``rlnMicrographCoordinates`` (``autopick.star`` of an AutoPick job,
 ``manualpick.star`` of a ManualPick job). Both paths are relative to the RELION project folder, which is what
 Extract and the picking GUI read. Writing that pair lets RELION extract this package's picks; reading it
@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from cryoet_monai.data.picks import PicksError, empty_picks, picks_ndim, validate_picks
-from cryoet_monai.data.star import CLASS_COLUMN, MICROGRAPH_COLUMN, SCORE_COLUMN, _class_numbers, _image_id, read_star
+from cryoet_monai.data.star import CLASS_COLUMN, MICROGRAPH_COLUMN, NAME_COLUMN, SCORE_COLUMN, _class_numbers, _image_id, read_star
 
 LIST_BLOCK = "coordinate_files"
 COORDINATES_COLUMN = "rlnMicrographCoordinates"
@@ -69,6 +69,7 @@ def write_relion_picking(
             "rlnCoordinateX": table["x"].to_numpy(float),
             "rlnCoordinateY": table["y"].to_numpy(float),
             CLASS_COLUMN: _class_numbers(table["particle_type"], class_names, path),
+            NAME_COLUMN: table["particle_type"].to_numpy(str),
             SCORE_COLUMN: table["score"].to_numpy(float),
         })
         with atomic_path(path) as tmp:
