@@ -232,16 +232,16 @@ def image_id(path) -> str:
 def cmd_convert(args, _):
     from cryoet_monai.data.picks import picks_ndim, read_picks, write_picks
 
-    geometry = {}
+    geometry, items, project = {}, [], None
     if args.manifest:
         from cryoet_monai.data.manifest import load_manifest
         from cryoet_monai.data.star import star_geometry
 
         manifest = load_manifest(args.manifest, check_points=False)
+        items, project = [it for split in manifest.splits for it in manifest.items(split)], manifest.path.parent
         if manifest.ndim == 3:
             geometry = star_geometry(manifest)
         else:
-            items = [it for split in manifest.splits for it in manifest.items(split)]
             geometry = {"voxel_size": {it.id: it.voxel_size for it in items if it.voxel_size_declared}, "class_names": manifest.class_names}
     star_in, star_out = (str(path).lower().endswith(".star") for path in (args.input, args.output))
     picks = read_picks(args.input, **(geometry if star_in else {}))
@@ -250,8 +250,7 @@ def cmd_convert(args, _):
     if Path(args.output).name == "autopick.star":  # RELION picking output: the list and a coordinate file per micrograph
         from cryoet_monai.data.relion_picking import write_relion_picking
 
-        micrographs = {it.id: str(it.image) for split in manifest.splits for it in manifest.items(split)} if args.manifest else None
-        project = manifest.path.parent if args.manifest else None
+        micrographs = {it.id: str(it.image) for it in items}
         write_relion_picking(picks, Path(args.output).parent, micrographs, project, geometry.get("class_names"))
     else:
         write_picks(picks, args.output, **({"convention": args.convention, **geometry} if star_out else {}))

@@ -55,7 +55,8 @@ def run_demo(out="demo_output", preset: str = "tiny", seed: int = 1, templates=N
         from cryoet_monai.handlers.model_info import trained_voxel_size
 
         # the shipped model picks any preset at the voxel size it was trained at
-        at = {"target_voxel_size": trained_voxel_size(shipped_model(method))} if shipped_model(method) is not None else {}
+        weights = shipped_model(method)
+        at = {"target_voxel_size": trained_voxel_size(weights)} if weights is not None else {}
         run_bundle(method, "inference", {"manifest": str(manifest_path), "split": "test", "output_dir": str(picks_dir), **at})
     pred = read_picks(picks_dir / "picks.csv", ndim=manifest.ndim)
     print("[3/4] scoring against the planted particles")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from cryoet_monai.data.picks import PicksError, empty_picks, picks_ndim, validate_picks
-from cryoet_monai.data.star import CLASS_COLUMN, MICROGRAPH_COLUMN, NAME_COLUMN, SCORE_COLUMN, _class_numbers, _image_id, read_star
+from cryoet_monai.data.star import MICROGRAPH_COLUMN, _image_id, particle_table, read_star
 
 LIST_BLOCK = "coordinate_files"
 COORDINATES_COLUMN = "rlnMicrographCoordinates"
@@ -65,13 +65,7 @@ def write_relion_picking(
     rows = []
     for item, table in picks.groupby("micrograph", sort=True) if len(picks) else []:
         path = folder / "coordinates" / f"{item}.star"
-        coordinates = pd.DataFrame({
-            "rlnCoordinateX": table["x"].to_numpy(float),
-            "rlnCoordinateY": table["y"].to_numpy(float),
-            CLASS_COLUMN: _class_numbers(table["particle_type"], class_names, path),
-            NAME_COLUMN: table["particle_type"].to_numpy(str),
-            SCORE_COLUMN: table["score"].to_numpy(float),
-        })
+        coordinates = particle_table(table, path, class_names=class_names).drop(columns=MICROGRAPH_COLUMN)
         with atomic_path(path) as tmp:
             starfile.write({"": coordinates}, tmp)
         rows.append((_project_path(micrographs.get(str(item), str(item)), project), _project_path(path, project)))
@@ -82,14 +76,13 @@ def write_relion_picking(
 
 
 def is_coordinate_list(path) -> bool:
-    """Whether a STAR file is a RELION list of coordinate files (``data_coordinate_files``)."""
-    import starfile
-
+    """Whether a STAR file is a RELION list of coordinate files: it declares ``rlnMicrographCoordinates`` (a line scan,
+    so a particle file is not parsed twice; an unreadable file is left to the particle reader, which names the problem)."""
     try:
-        blocks = starfile.read(path, always_dict=True, parse_as_string=[MICROGRAPH_COLUMN, COORDINATES_COLUMN])
-    except Exception:  # unreadable files are left to the particle reader, which names the problem
+        with open(path, encoding="utf-8", errors="replace") as lines:
+            return any(line.lstrip().startswith(f"_{COORDINATES_COLUMN}") for line in lines)
+    except OSError:
         return False
-    return any(isinstance(t, pd.DataFrame) and COORDINATES_COLUMN in t.columns for t in blocks.values())
 
 
 def read_relion_picking(

@@ -115,6 +115,22 @@ def write_star(
     Raises:
         PicksError: unknown convention, a class missing from ``class_names``, or a needed argument not given.
     """
+    import starfile
+
+    starfile.write({BLOCK: particle_table(picks, path, convention, voxel_size, shapes, class_names)}, path)
+    return Path(path)
+
+
+def particle_table(
+    picks: pd.DataFrame,
+    path,
+    convention: str = "relion5",
+    voxel_size: float | Mapping[str, float] | None = None,
+    shapes: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
+    class_names: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """The STAR particle loop of a picks table, as :func:`write_star` writes it (arguments as there; ``path`` is
+    named in errors)."""
     if convention not in CONVENTIONS:
         raise PicksError(f"{path}: unknown STAR convention '{convention}' (use one of {list(CONVENTIONS)})")
     picks = validate_picks(picks, source=str(path))
@@ -139,10 +155,7 @@ def write_star(
     table[CLASS_COLUMN] = _class_numbers(picks["particle_type"], class_names, path)
     table[NAME_COLUMN] = picks["particle_type"].to_numpy(str)
     table[SCORE_COLUMN] = picks["score"].to_numpy(float)
-    import starfile
-
-    starfile.write({BLOCK: pd.DataFrame(table)}, path)
-    return Path(path)
+    return pd.DataFrame(table)
 
 
 def star_geometry(manifest, split: str | None = None) -> dict:

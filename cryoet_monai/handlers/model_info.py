@@ -42,10 +42,26 @@ def write_model_info(folder, class_names: Sequence[str], voxel_size: float) -> P
     return path
 
 
+def read_model_info(weights) -> tuple[list[str], float] | None:
+    """The classes (channel order) and voxel size (Å) in the ``model_info.json`` beside a weights file; None without one.
+
+    Raises:
+        ValueError: a ``model_info.json`` that cannot be read.
+    """
+    path = model_info_path(weights)
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+        return [str(c) for c in info["class_names"]], float(info["voxel_size"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable model description ({err}); it describes {weights}") from err
+
+
 def trained_voxel_size(weights) -> float | None:
     """The voxel size (Å) a weights file was trained at, from the ``model_info.json`` beside it (None without one)."""
-    path = model_info_path(weights)
-    return float(json.loads(path.read_text())["voxel_size"]) if path.is_file() else None
+    info = read_model_info(weights)
+    return None if info is None else info[1]
 
 
 def check_model_info(weights, class_names: Sequence[str] | None = None, voxel_size: float | None = None, tolerance: float = 0.01) -> None:
@@ -62,14 +78,11 @@ def check_model_info(weights, class_names: Sequence[str] | None = None, voxel_si
     Raises:
         ValueError: naming the weights, what they were trained for and what this run declares.
     """
-    path = model_info_path(weights)
-    if not path.is_file():
+    info = read_model_info(weights)
+    if info is None:
         return
-    try:
-        info = json.loads(path.read_text())
-        trained_classes, trained_voxel = list(info["class_names"]), float(info["voxel_size"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable model description ({err}); it describes {weights}") from err
+    trained_classes, trained_voxel = info
+    path = model_info_path(weights)
     if class_names is not None and trained_classes != [str(c) for c in class_names]:
         raise ValueError(
             f"{weights} was trained for the classes {trained_classes} (output channels in this order, see {path}); this "
