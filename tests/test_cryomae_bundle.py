@@ -74,8 +74,10 @@ def test_synthetic_micrographs_from_a_template(tmp_path):
     assert 5 < manifest.classes[0].radius < 20 and 3 <= len(manifest.truth("training")) <= 6  # decoys are not annotated
 
 
-def test_pretrain_and_pick_find_planted_particles(micrographs, tmp_path, monkeypatch):
+def test_pretrain_and_pick_find_planted_particles(micrographs, tmp_path, monkeypatch, capsys):
     from monai.bundle import run
+
+    from cryoet_monai.cli import main
 
     monkeypatch.chdir(tmp_path)  # configs must not depend on the working directory
     manifest = load_manifest(micrographs)
@@ -96,6 +98,10 @@ def test_pretrain_and_pick_find_planted_particles(micrographs, tmp_path, monkeyp
     chance = min(len(picks) * np.pi * (0.5 * radius) ** 2 / 192**2, 1.0)  # recall of as many random picks
     assert result["recall"] > max(0.5, 3 * chance), result
     assert result["precision"] > 0.5, result
+    # the encoder learned particles at the default target radius: picking at another scale is refused, not run
+    settings = [f"--{key}={value}" for key, value in {**common, "stride": 8, "target_radius_px": 16}.items()]
+    assert main(["run", "cryomae", "pick", *settings]) == 2
+    assert "model.pt was trained with target_radius_px 12" in capsys.readouterr().err
 
 
 def _neighbour_correlation(image: np.ndarray) -> float:

@@ -241,7 +241,7 @@ def test_load_weights_names_a_file_that_does_not_fit(tmp_path):
         load_weights(torch.nn.Conv3d(1, 2, 1), path)
 
 
-def test_model_info_refuses_weights_trained_for_other_classes_or_another_voxel_size(tmp_path):
+def test_model_info_refuses_weights_trained_for_other_classes_voxel_size_or_settings(tmp_path):
     from ignite.engine import Engine
 
     from cryoet_monai.handlers import ModelInfoWriter, ModelLoader, check_model_info, load_weights
@@ -265,6 +265,11 @@ def test_model_info_refuses_weights_trained_for_other_classes_or_another_voxel_s
     ModelLoader(load_path=str(weights), load_dict={"model": torch.nn.Conv3d(1, 2, 1)}, class_names=["a", "b"], voxel_size=10.0).attach(loader)
     with pytest.raises(ValueError, match="trained for the classes"):
         loader.run([0])
+    ModelInfoWriter(folder, None, None, {"target_radius_px": 16, "lowpass_sigma_px": 1.0})()  # an encoder tied to scale only
+    check_model_info(weights, ["any", "classes"], 99.0, {"target_radius_px": 16.0, "lowpass_sigma_px": 1.0, "stride": 8})
+    assert trained_voxel_size(weights) is None
+    with pytest.raises(ValueError, match=r"trained with lowpass_sigma_px 1 .* uses 0: add --lowpass_sigma_px 1"):
+        load_weights(torch.nn.Conv3d(1, 2, 1), weights, settings={"target_radius_px": 16, "lowpass_sigma_px": 0})
     (folder / "model_info.json").write_text("{not json")
     with pytest.raises(ValueError, match="model_info.json: not a readable model description"):
         check_model_info(weights, ["ribosome", "apo-ferritin"], 10.0)

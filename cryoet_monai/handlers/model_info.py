@@ -4,13 +4,14 @@ when weights are loaded.
 A heatmap network's output channel ``c`` means the ``c``-th class of the manifest it was trained on, at the voxel
 size it saw. Weights trained on ``[ribosome, apo-ferritin]`` load into a network for ``[apo-ferritin, ribosome]``
 without complaint and label every pick with the other class; a model trained at 25 Å per voxel picks 10 Å tomograms
-with particles 2.5 times the size it learned. Both are refused when the folder says what its weights are.
+with particles 2.5 times the size it learned; a CryoMAE encoder pre-trained with particles down-sampled to 16 px
+radius matches exemplars at 12 px to nothing it learned. All are refused when the folder says what its weights are.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from monai.utils import min_version, optional_import
@@ -25,25 +26,34 @@ def model_info_path(weights) -> Path:
     return Path(weights).parent / MODEL_INFO
 
 
-def write_model_info(folder, class_names: Sequence[str], voxel_size: float) -> Path:
+def write_model_info(
+    folder, class_names: Sequence[str] | None, voxel_size: float | None, settings: Mapping[str, float] | None = None
+) -> Path:
     """Write ``<folder>/model_info.json`` (atomically).
 
     Args:
         folder: the folder of the weights.
-        class_names: classes in output-channel order.
-        voxel_size: Å per voxel the network works at.
+        class_names: classes in output-channel order (None: the weights are not tied to classes).
+        voxel_size: Å per voxel the network works at (None: not tied to one).
+        settings: config values the weights only fit when picking uses them too, e.g. ``{"target_radius_px": 16}``.
     """
     from cryoet_monai.data.atomic import atomic_path
 
+    info = {
+        "class_names": None if class_names is None else [str(c) for c in class_names],
+        "voxel_size": None if voxel_size is None else float(voxel_size),
+        "settings": {str(k): float(v) for k, v in (settings or {}).items()},
+    }
     path = Path(folder) / MODEL_INFO
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({"class_names": [str(c) for c in class_names], "voxel_size": float(voxel_size)}, indent=2) + "\n")
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
     return path
 
 
-def read_model_info(weights) -> tuple[list[str], float] | None:
-    """The classes (channel order) and voxel size (Å) in the ``model_info.json`` beside a weights file; None without one.
+def read_model_info(weights) -> dict | None:
+    """What the ``model_info.json`` beside a weights file says: ``class_names`` (channel order or None), ``voxel_size``
+    (Å or None) and ``settings`` (``{name: value}``); None without one.
 
     Raises:
         ValueError: a ``model_info.json`` that cannot be read.
@@ -53,27 +63,40 @@ def read_model_info(weights) -> tuple[list[str], float] | None:
         return None
     try:
         info = json.loads(path.read_text())
-        return [str(c) for c in info["class_names"]], float(info["voxel_size"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        classes, voxel_size = info["class_names"], info["voxel_size"]
+        return {
+            "class_names": None if classes is None else [str(c) for c in classes],
+            "voxel_size": None if voxel_size is None else float(voxel_size),
+            "settings": {str(k): float(v) for k, v in info.get("settings", {}).items()},
+        }
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
         raise ValueError(f"{path}: not a readable model description ({err}); it describes {weights}") from err
 
 
 def trained_voxel_size(weights) -> float | None:
     """The voxel size (Å) a weights file was trained at, from the ``model_info.json`` beside it (None without one)."""
     info = read_model_info(weights)
-    return None if info is None else info[1]
+    return None if info is None else info["voxel_size"]
 
 
-def check_model_info(weights, class_names: Sequence[str] | None = None, voxel_size: float | None = None, tolerance: float = 0.01) -> None:
-    """Refuse weights whose ``model_info.json`` names other classes (or another order) or another voxel size.
+def check_model_info(
+    weights,
+    class_names: Sequence[str] | None = None,
+    voxel_size: float | None = None,
+    settings: Mapping[str, float] | None = None,
+    tolerance: float = 0.01,
+) -> None:
+    """Refuse weights whose ``model_info.json`` names other classes (or another order), another voxel size or other
+    values of the settings it records.
 
-    Weights without a ``model_info.json`` beside them are not checked.
+    Weights without a ``model_info.json`` beside them are not checked; neither is what it or this run leaves out.
 
     Args:
         weights: the weights file.
         class_names: classes of this run in output-channel order (not checked when None).
         voxel_size: Å per voxel this run works at (not checked when None).
-        tolerance: relative difference of voxel sizes still taken as equal.
+        settings: this run's values of the settings the file may record (``{name: value}``).
+        tolerance: relative difference of voxel sizes and settings still taken as equal.
 
     Raises:
         ValueError: naming the weights, what they were trained for and what this run declares.
@@ -81,18 +104,29 @@ def check_model_info(weights, class_names: Sequence[str] | None = None, voxel_si
     info = read_model_info(weights)
     if info is None:
         return
-    trained_classes, trained_voxel = info
     path = model_info_path(weights)
-    if class_names is not None and trained_classes != [str(c) for c in class_names]:
+    trained_classes, trained_voxel = info["class_names"], info["voxel_size"]
+    if class_names is not None and trained_classes is not None and trained_classes != [str(c) for c in class_names]:
         raise ValueError(
             f"{weights} was trained for the classes {trained_classes} (output channels in this order, see {path}); this "
             f"manifest declares {list(class_names)}: declare the model's classes in its order, or train on this manifest"
         )
-    if voxel_size is not None and abs(float(voxel_size) - trained_voxel) > tolerance * trained_voxel:
+    if voxel_size is not None and trained_voxel is not None and not _close(float(voxel_size), trained_voxel, tolerance):
         raise ValueError(
             f"{weights} was trained at {trained_voxel:g} Å per voxel (see {path}) and this run works at {float(voxel_size):g} Å: "
             f"add --target_voxel_size {trained_voxel:g} to resample the tomograms to the model's voxel size"
         )
+    for name, value in (settings or {}).items():
+        trained = info["settings"].get(name)
+        if trained is not None and not _close(float(value), trained, tolerance):
+            raise ValueError(
+                f"{weights} was trained with {name} {trained:g} (see {path}) and this run uses {float(value):g}: "
+                f"add --{name} {trained:g}, or train with this value"
+            )
+
+
+def _close(value: float, trained: float, tolerance: float) -> bool:
+    return abs(value - trained) <= tolerance * abs(trained)
 
 
 class ModelInfoWriter:
@@ -101,17 +135,21 @@ class ModelInfoWriter:
 
     Args:
         folder: the checkpoint folder.
-        class_names: classes in output-channel order.
-        voxel_size: Å per voxel the network works at.
+        class_names: classes in output-channel order (None: the weights are not tied to classes).
+        voxel_size: Å per voxel the network works at (None: not tied to one).
+        settings: config values the weights only fit when picking uses them too (``{name: value}``).
     """
 
-    def __init__(self, folder, class_names: Sequence[str], voxel_size: float) -> None:
+    def __init__(
+        self, folder, class_names: Sequence[str] | None, voxel_size: float | None, settings: Mapping[str, float] | None = None
+    ) -> None:
         self.folder = Path(folder)
-        self.class_names = list(class_names)
-        self.voxel_size = float(voxel_size)
+        self.class_names = None if class_names is None else list(class_names)
+        self.voxel_size = None if voxel_size is None else float(voxel_size)
+        self.settings = dict(settings or {})
 
     def attach(self, engine) -> None:
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine=None) -> None:
-        write_model_info(self.folder, self.class_names, self.voxel_size)
+        write_model_info(self.folder, self.class_names, self.voxel_size, self.settings)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from monai.handlers import CheckpointLoader
@@ -39,6 +39,7 @@ def load_weights(
     option: str = "--pretrained",
     class_names: Sequence[str] | None = None,
     voxel_size: float | None = None,
+    settings: Mapping[str, float] | None = None,
 ) -> torch.nn.Module:
     """``network.load_state_dict(torch.load(path))`` for a plain state dict, failing with the file named when it does not fit.
 
@@ -49,8 +50,9 @@ def load_weights(
         option: the config setting that chooses the file, named in the error.
         class_names: this run's classes in channel order, checked against the ``model_info.json`` beside the file.
         voxel_size: this run's Å per voxel, checked likewise (see :func:`~cryoet_monai.handlers.model_info.check_model_info`).
+        settings: this run's values of the settings ``model_info.json`` may record, checked likewise.
     """
-    check_model_info(path, class_names, voxel_size)
+    check_model_info(path, class_names, voxel_size, settings)
     state = torch.load(path, map_location=map_location, weights_only=True)
     try:
         network.load_state_dict(state)
@@ -73,19 +75,27 @@ class ModelLoader(CheckpointLoader):
         hint: what the error tells the user to do (default: train on this manifest, or choose another ``--model_path``).
         class_names: this run's classes in channel order, checked against the ``model_info.json`` beside the file.
         voxel_size: this run's Å per voxel, checked likewise (see :func:`~cryoet_monai.handlers.model_info.check_model_info`).
+        settings: this run's values of the settings ``model_info.json`` may record, checked likewise.
         kwargs: as ``monai.handlers.CheckpointLoader``.
     """
 
     def __init__(
-        self, *args, hint: str | None = None, class_names: Sequence[str] | None = None, voxel_size: float | None = None, **kwargs
+        self,
+        *args,
+        hint: str | None = None,
+        class_names: Sequence[str] | None = None,
+        voxel_size: float | None = None,
+        settings: Mapping[str, float] | None = None,
+        **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.hint = hint
         self.class_names = class_names
         self.voxel_size = voxel_size
+        self.settings = settings
 
     def __call__(self, engine) -> None:
-        check_model_info(self.load_path, self.class_names, self.voxel_size)
+        check_model_info(self.load_path, self.class_names, self.voxel_size, self.settings)
         try:
             super().__call__(engine)
         except RuntimeError as err:
