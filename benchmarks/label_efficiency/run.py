@@ -139,7 +139,12 @@ def scored_at_f1_thresholds(run: Path, full: Path) -> float:
 
 
 def train_tune_test(full: Path, manifest: Path, run: Path, config: str, overrides: dict, seed: int, preset: dict, weights: str) -> None:
-    """Train, tune thresholds on validation, pick the test split with ``weights`` (each step skipped when done)."""
+    """Train, tune thresholds on validation, pick the test split with ``weights`` (each step skipped when done).
+
+    The test split is picked once, at the lowest candidate threshold; the picks at the tuned thresholds are those
+    candidates that reach them (the rule the thresholds were tuned with), and the F1 column applies its own thresholds
+    to the same candidates.
+    """
     model = run / "models" / weights
     thresholds = run / "thresholds.json"
     if not (run / "models" / "model.pt").is_file():  # written only when training completes
@@ -150,11 +155,12 @@ def train_tune_test(full: Path, manifest: Path, run: Path, config: str, override
     common = {"manifest": str(full), "model_path": str(model), "thresholds_path": str(thresholds), "sw_batch_size": preset["sw_batch_size"], "overlap": preset["overlap"]}
     if not thresholds.is_file():
         run_bundle("semietpicker", "evaluate", {**common, "split": "validation", "output_dir": str(run / "validation")})
-    if not (run / "test" / "picks.csv").is_file():
-        run_bundle("semietpicker", "inference", {**common, "split": "test", "output_dir": str(run / "test")})
-    if not (run / "test_candidates" / "picks.csv").is_file():
+    candidates = run / "test_candidates" / "picks.csv"
+    if not candidates.is_file():
         lowest = [float(min(DEFAULT_CANDIDATES))] * len(load_manifest(full).class_names)
         run_bundle("semietpicker", "inference", {**common, "thresholds": lowest, "split": "test", "output_dir": str(run / "test_candidates")})
+    if not (run / "test" / "picks.csv").is_file():  # the tuned thresholds on the same candidates, as they were tuned
+        write_picks(apply_thresholds(read_picks(candidates, ndim=3), json.loads(thresholds.read_text())), run / "test" / "picks.csv")
 
 
 def run_chain(budget: str, seed: int, full: Path, out: Path, methods: list[str], ablation_budget: str, preset_name: str, collect_only: bool, start: float, pseudo_precision: float, train_settings: dict, semi_settings: dict, weights: str) -> list[dict]:
