@@ -42,8 +42,9 @@ def write_model_info(
     info = {
         "class_names": None if class_names is None else [str(c) for c in class_names],
         "voxel_size": None if voxel_size is None else float(voxel_size),
-        "settings": {str(k): float(v) for k, v in (settings or {}).items()},
     }
+    if settings:
+        info["settings"] = {str(k): float(v) for k, v in settings.items()}
     path = Path(folder) / MODEL_INFO
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
