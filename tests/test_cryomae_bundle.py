@@ -98,10 +98,12 @@ def test_pretrain_and_pick_find_planted_particles(micrographs, tmp_path, monkeyp
     chance = min(len(picks) * np.pi * (0.5 * radius) ** 2 / 192**2, 1.0)  # recall of as many random picks
     assert result["recall"] > max(0.5, 3 * chance), result
     assert result["precision"] > 0.5, result
-    # the encoder learned particles at the default target radius: picking at another scale is refused, not run
-    settings = [f"--{key}={value}" for key, value in {**common, "stride": 8, "target_radius_px": 16}.items()]
+    # the encoder learned the 10-px particles as they are (target 12: never up-sampled); a target that down-samples them
+    # would show it particles at a scale it never saw, and is refused; one that leaves them as they are is not
+    settings = [f"--{key}={value}" for key, value in {**common, "stride": 8, "target_radius_px": 8}.items()]
     assert main(["run", "cryomae", "pick", *settings]) == 2
-    assert "model.pt was trained with target_radius_px 12" in capsys.readouterr().err
+    assert "model.pt was trained with target_radius_px 10 " in capsys.readouterr().err
+    run(config_file=str(CONFIGS / "pick.yaml"), stride=8, target_radius_px=16, **common)
 
 
 def _neighbour_correlation(image: np.ndarray) -> float:
