@@ -198,12 +198,10 @@ def cmd_evaluate(args, _):
     if not any(item.picks is not None for item in manifest.items(args.split)):
         raise CommandError(f"{args.manifest}: the '{args.split}' split has no picks files, so there is no truth to score against")
     geometry = {}
-    if str(args.pred).lower().endswith(".star") and manifest.ndim == 3:
+    if str(args.pred).lower().endswith(".star"):
         from cryoet_monai.data.star import star_geometry
 
         geometry = star_geometry(manifest, args.split)
-    elif str(args.pred).lower().endswith(".star"):  # for Å origin shifts of a refined particle file
-        geometry = {"voxel_size": {it.id: it.voxel_size for it in manifest.items(args.split) if it.voxel_size_declared}}
     result = score_picks(read_picks(args.pred, ndim=manifest.ndim, **geometry), manifest, args.split)
     print(json.dumps(result, indent=2) if args.json else format_score_table(result, manifest))
 
@@ -239,10 +237,7 @@ def cmd_convert(args, _):
 
         manifest = load_manifest(args.manifest, check_points=False)
         items, project = [it for split in manifest.splits for it in manifest.items(split)], manifest.path.parent
-        if manifest.ndim == 3:
-            geometry = star_geometry(manifest)
-        else:
-            geometry = {"voxel_size": {it.id: it.voxel_size for it in items if it.voxel_size_declared}, "class_names": manifest.class_names}
+        geometry = star_geometry(manifest)
     star_in, star_out = (str(path).lower().endswith(".star") for path in (args.input, args.output))
     picks = read_picks(args.input, **(geometry if star_in else {}))
     if star_out and picks_ndim(picks) == 3 and not args.manifest:

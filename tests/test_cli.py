@@ -213,3 +213,16 @@ def test_convert_writes_warp_input_and_reads_it_back(make_manifest, tmp_path, ca
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "back.csv"), pd.read_csv(picks), check_exact=False, atol=1e-3)
     assert main(["convert", str(picks), str(tmp_path / "relion5.star")]) == 2  # pixels need the voxel size
     assert "give --manifest for the voxel sizes and shapes" in capsys.readouterr().err
+
+
+def test_evaluate_reads_a_micrograph_star_file_numbering_the_manifest_classes(tmp_path, capsys):
+    write_mrc(tmp_path / "mic_1.mrc", np.zeros((64, 64), np.float32), 1.5)
+    write_picks(make_picks("mic_1", ["a", "b"], np.array([[10.0, 10.0], [40.0, 30.0]]), ndim=2), tmp_path / "truth.csv")
+    classes = [{"name": "a", "radius": 8, "weight": 1}, {"name": "b", "radius": 8, "weight": 1}]
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"name": "m", "ndim": 2, "classes": classes, "test": [{"id": "mic_1", "image": "mic_1.mrc", "picks": "truth.csv"}]}))
+    pred = pd.DataFrame({"rlnMicrographName": ["Micrographs/mic_1.mrc"] * 2, "rlnCoordinateX": [40.5, 10.0], "rlnCoordinateY": [30.0, 11.0], "rlnClassNumber": [2, 1]})
+    starfile.write({"particles": pred}, tmp_path / "pred.star")  # a class number, no class name: the manifest's order names it
+    assert main(["evaluate", "--manifest", str(manifest), "--pred", str(tmp_path / "pred.star"), "--json"]) == 0
+    classes = json.loads(capsys.readouterr().out)["classes"]
+    assert classes["a"]["tp"] == 1 and classes["b"]["tp"] == 1 and classes["b"]["fp"] == 0

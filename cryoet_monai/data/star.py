@@ -160,19 +160,21 @@ def particle_table(
 
 def star_geometry(manifest, split: str | None = None) -> dict:
     """``voxel_size`` and ``shapes`` of a manifest's tomograms and its ``class_names``, ready for ``read_star`` /
-    ``write_star``.
+    ``write_star``; for micrographs, the pixel sizes the manifest declares (for Å origin shifts) and ``class_names``.
 
     ``read_picks(path, **star_geometry(manifest))`` reads RELION files of that data set in either convention;
     ``rlnClassNumber`` is the 1-based place of the class in the manifest, whichever classes a file holds.
 
     Args:
-        manifest: a loaded :class:`~cryoet_monai.data.manifest.Manifest` (3D).
+        manifest: a loaded :class:`~cryoet_monai.data.manifest.Manifest`.
         split: only this split's items; all items when None.
     """
     from cryoet_monai.data.readers import image_info
 
     splits = [split] if split is not None else list(manifest.splits)
     items = [it for name in splits for it in manifest.items(name)]
+    if manifest.ndim == 2:  # pixel coordinates; an undeclared pixel size is not one to convert Å shifts with
+        return {"voxel_size": {it.id: it.voxel_size for it in items if it.voxel_size_declared}, "class_names": manifest.class_names}
     return {
         "voxel_size": {it.id: it.voxel_size for it in items},
         "shapes": {it.id: tuple(image_info(it.image)[0]) for it in items},
