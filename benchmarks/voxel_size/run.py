@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 def upsampled_test_manifest(data: Path, out: Path) -> tuple[Path, float]:
     """A manifest of the test tomograms of ``data`` at half their voxel size (same picks, in Å)."""
     raw = json.loads((data / "manifest.json").read_text())
+    original = float(raw["voxel_size"])
     out.mkdir(parents=True, exist_ok=True)
     entries = []
     for item in raw["test"]:
@@ -38,9 +39,9 @@ def upsampled_test_manifest(data: Path, out: Path) -> tuple[Path, float]:
         fine = ResampleToVoxelSize(voxel_size / 2)(torch.as_tensor(volume)[None], voxel_size)[0].numpy()
         write_mrc(out / f"{item['id']}.mrc", fine, voxel_size / 2)
         entries.append({"id": item["id"], "image": f"{item['id']}.mrc", "picks": str((data / item["picks"]).resolve())})
-    raw.update(voxel_size=raw["voxel_size"] / 2, training=[], validation=[], unlabeled=[], test=entries)
+    raw.update(voxel_size=original / 2, training=[], validation=[], unlabeled=[], test=entries)
     (out / "manifest.json").write_text(json.dumps(raw))
-    return out / "manifest.json", float(json.loads((data / "manifest.json").read_text())["voxel_size"])
+    return out / "manifest.json", original
 
 
 def main(argv=None) -> None:
