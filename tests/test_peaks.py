@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from cryoet_monai.data.picks import make_picks
-from cryoet_monai.inference.peaks import find_peaks, peaks_to_picks
+from cryoet_monai.inference.peaks import find_peaks, neighbourhood_max, peaks_to_picks
 from cryoet_monai.transforms.heatmap import render_heatmap
 
 SHAPE = (24, 30, 28)
@@ -103,3 +103,12 @@ def test_picking_at_a_threshold_equals_filtering_low_threshold_picks():
         kept = low_scores >= float(threshold)
         found, found_labels, _ = find_peaks(hm, min_distance=3, thresholds=float(threshold))
         assert _as_set(found, found_labels) == _as_set(low[kept], low_labels[kept])
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 6), (1, 4, 3), (2, 3, 4, 5, 1)])
+def test_neighbourhood_max_equals_max_pooling(shape):
+    volume = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    volume.view(-1)[::7] = 2.0  # ties
+    batched = volume.reshape(-1, *shape[-3:])
+    expected = torch.nn.functional.max_pool3d(batched, kernel_size=3, stride=1, padding=1).reshape(shape)
+    assert torch.equal(neighbourhood_max(volume), expected)

@@ -75,9 +75,22 @@ def smooth_map(volume: torch.Tensor, sigma: float) -> torch.Tensor:
     return smooth / (inside[0][:, None, None] * inside[1][None, :, None] * inside[2][None, None, :])
 
 
-def _max3(volume: torch.Tensor) -> torch.Tensor:
-    """Maximum over the 3×3×3 neighbourhood of every voxel."""
-    return F.max_pool3d(volume[None], kernel_size=3, stride=1, padding=1)[0]
+def neighbourhood_max(volume: torch.Tensor) -> torch.Tensor:
+    """Maximum over the 3×3×3 neighbourhood of every voxel of the last three dimensions (edge voxels: the
+    neighbours inside). Equal to ``max_pool3d(kernel_size=3, stride=1, padding=1)``, computed one axis at a time:
+    an order of magnitude faster than PyTorch's CPU pooling.
+
+    Args:
+        volume: a tensor of at least three dimensions, e.g. ``(Z, Y, X)`` or ``(B, C, Z, Y, X)``.
+    """
+    for dim in (-3, -2, -1):
+        size = volume.shape[dim]
+        result = volume.clone()
+        above, below = result.narrow(dim, 1, size - 1), result.narrow(dim, 0, size - 1)
+        torch.maximum(above, volume.narrow(dim, 0, size - 1), out=above)
+        torch.maximum(below, volume.narrow(dim, 1, size - 1), out=below)
+        volume = result
+    return volume
 
 
 def _around(volume: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,7 +193,7 @@ def find_peaks(
     for c in range(num_classes):
         raw = heatmap[c]
         smooth = smooth_map(raw, smoothing * distances[c])
-        start = torch.nonzero(smooth >= _max3(smooth))
+        start = torch.nonzero(smooth >= neighbourhood_max(smooth))
         coords = climb(raw, start)
         value = raw[coords[:, 0], coords[:, 1], coords[:, 2]]
         passed = value >= cutoffs[c]

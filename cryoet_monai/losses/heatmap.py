@@ -17,14 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.loss import _Loss
 
+from cryoet_monai.inference.peaks import neighbourhood_max
+
 
 def target_peaks(target: torch.Tensor, min_value: float = 0.5) -> torch.Tensor:
     """Boolean map of the voxels that are local maxima (3×3×3) of a heatmap and at least ``min_value``.
 
     A particle centre between voxels gives a peak below 1, so peaks are found, not thresholded at 1.
     """
-    local_max = F.max_pool3d(target, kernel_size=3, stride=1, padding=1)
-    return (target >= local_max) & (target >= min_value)
+    return (target >= neighbourhood_max(target)) & (target >= min_value)
 
 
 class MaskedHeatmapLoss(_Loss):
