@@ -75,7 +75,7 @@ def local_maxima(shape: tuple, rounds: int, repeats: int) -> tuple[dict, bool]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--results", type=Path, default=HERE / "results.md")
     args = parser.parse_args(argv)
