@@ -137,10 +137,17 @@ def run_unet(manifest, exemplars: pd.DataFrame, factor: float, iterations: int, 
 
 
 def scores(picks: pd.DataFrame, manifest) -> dict:
+    """Precision / recall / F1 on the test split at half and one radius, and per test micrograph at half a radius."""
+    name = manifest.classes[0].name
     out = {}
     for fraction in (0.5, 1.0):
-        c = score_picks(picks, manifest, "test", hit_fraction=fraction)["classes"][manifest.classes[0].name]
+        c = score_picks(picks, manifest, "test", hit_fraction=fraction)["classes"][name]
         out[f"hit{fraction}"] = {k: round(float(c[k]), 3) for k in ("precision", "recall", "f1", "tp", "fp", "fn")}
+    out["per_micrograph_hit0.5"] = {}
+    for item in manifest.items("test"):
+        own = picks[picks["micrograph"].astype(str) == str(item.id)]
+        c = score_picks(own, manifest, "test", hit_fraction=0.5, truth=manifest.read_item_picks(item))["classes"][name]
+        out["per_micrograph_hit0.5"][item.id] = {k: round(float(c[k]), 3) for k in ("precision", "recall", "f1")}
     return out
 
 
@@ -196,6 +203,18 @@ def markdown(rows: list[dict], args) -> str:
         lines.append(
             f"| {r['table']} | {r['method']} | {r['picks']} | {a['precision']} | {a['recall']} | {a['f1']} | {b['precision']} | {b['recall']} | {b['f1']} | {r['seconds']} |"
         )
+    for table in dict.fromkeys(r["table"] for r in rows):
+        micrographs = list(next(r for r in rows if r["table"] == table)["per_micrograph_hit0.5"])
+        lines += [
+            "",
+            f"Per test micrograph ({table}), precision / recall / F1 at 0.5 r:",
+            "",
+            "| method | " + " | ".join(micrographs) + " |",
+            "|---|" + "---|" * len(micrographs),
+        ]
+        for r in (r for r in rows if r["table"] == table):
+            cells = (r["per_micrograph_hit0.5"][m] for m in micrographs)
+            lines.append(f"| {r['method']} | " + " | ".join(f"{c['precision']} / {c['recall']} / {c['f1']}" for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
