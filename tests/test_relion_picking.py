@@ -85,3 +85,23 @@ def test_convert_writes_relion_picking_output_named_as_in_the_manifest(tmp_path)
     assert list(listing["rlnMicrographName"]) == ["mics/a.png", "mics/b.png"]
     assert list(listing["rlnMicrographCoordinates"]) == ["Import/coordinates/a.star", "Import/coordinates/b.star"]
     pd.testing.assert_frame_equal(read_picks(out), picks, check_exact=False, atol=1e-4)  # class names kept, no class_names needed
+
+
+def test_micrographs_without_picks_are_skipped_and_a_broken_coordinate_file_is_named(tmp_path):
+    """RELION may leave an empty file or a bare loop header for a micrograph without picks; anything else must parse."""
+    coordinates = tmp_path / "coordinates"
+    coordinates.mkdir()
+    starfile.write({"": pd.DataFrame({"rlnCoordinateX": [100.0], "rlnCoordinateY": [50.0]})}, coordinates / "a.star")
+    (coordinates / "b.star").touch()
+    (coordinates / "c.star").write_text("data_\n\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n")
+    listing = tmp_path / "autopick.star"
+    starfile.write({"coordinate_files": pd.DataFrame({
+        "rlnMicrographName": [f"{m}.mrc" for m in "abc"], "rlnMicrographCoordinates": [str(coordinates / f"{m}.star") for m in "abc"],
+    })}, listing)
+    picks = read_picks(listing, particle_type="ribosome")
+    assert list(picks["micrograph"]) == ["a"]
+    np.testing.assert_allclose(picks[["x", "y"]].to_numpy(), [[100.0, 50.0]])
+
+    (coordinates / "b.star").write_bytes(b"\x00\x01 not a STAR file")
+    with pytest.raises(PicksError, match="b.star: no STAR loop with particle coordinates"):
+        read_picks(listing, particle_type="ribosome")

@@ -116,8 +116,11 @@ def read_relion_picking(
     tables = []
     for micrograph, name in zip(listing[MICROGRAPH_COLUMN].astype(str), listing[COORDINATES_COLUMN].astype(str)):
         file = _find(name, path)
-        if any(isinstance(t, pd.DataFrame) and len(t) for t in starfile.read(file, always_dict=True).values()):
-            tables.append(read_star(file, experiment=experiment or _image_id(micrograph), particle_type=particle_type, class_names=class_names))
+        if file.stat().st_size == 0:  # a micrograph without picks: an empty file, or a loop header without rows
+            continue
+        table = read_star(file, experiment=experiment or _image_id(micrograph), particle_type=particle_type, class_names=class_names)
+        if len(table):
+            tables.append(table)
     return pd.concat(tables, ignore_index=True) if tables else empty_picks(2)
 
 
