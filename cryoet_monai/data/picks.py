@@ -174,8 +174,8 @@ def write_picks(picks: pd.DataFrame, path, **kwargs) -> Path:
     suffix = path.suffix.lower()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        if suffix == ".csv":
-            picks.to_csv(tmp, index=False, float_format="%.3f")
+        if suffix == ".csv":  # coordinates to 0.001 px / Å; scores to 1e-6, so a re-applied threshold keeps the same picks
+            picks.round({**dict.fromkeys(coord_columns(picks_ndim(picks)), 3), "score": 6}).to_csv(tmp, index=False)
         elif suffix == ".star":
             from cryoet_monai.data.star import write_star
 
