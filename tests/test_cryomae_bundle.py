@@ -85,7 +85,7 @@ def test_pretrain_and_pick_find_planted_particles(micrographs, tmp_path, monkeyp
     exemplars = select_exemplars(train.picks, train.id, 8, seed=0)
     star = write_picks(exemplars, tmp_path / "exemplars.star")  # exemplars as users have them: a RELION STAR file
     common = {"manifest": str(micrographs), "output_dir": str(tmp_path / "out"), "exemplars_file": str(star), **TINY}
-    run(config_file=str(CONFIGS / "pretrain.yaml"), epoch_length=20, batch_size=4, **common)
+    run(config_file=str(CONFIGS / "pretrain.yaml"), reconstruction_warmup=10, epoch_length=30, batch_size=4, **common)
     assert (tmp_path / "out" / "models" / "model.pt").is_file()
     run(config_file=str(CONFIGS / "pick.yaml"), stride=8, **common)
     picks = read_picks(tmp_path / "out" / "picks.csv")

@@ -121,6 +121,30 @@ def test_mae_encoder_grid_and_reconstruction_loss():
     assert net3d.encode(torch.randn(1, 1, 32, 32, 32)).shape == (1, 24, 2, 2, 2)
 
 
+def test_reconstruction_warmup_trains_the_reconstruction_alone_first():
+    from ignite.engine import Events
+
+    from cryoet_monai.engines.mae import CryoMAETrainer
+
+    torch.manual_seed(0)
+    net = tiny_mae()
+    image = torch.randn(1, 96, 96, generator=torch.Generator().manual_seed(0))
+    exemplars = ExemplarSet(image, make_picks("m", "p", [[30.0, 30.0], [60.0, 40.0], [40.0, 70.0]], ndim=2), (96, 96), 48, 16)
+    windows = [{"image": torch.randn(2, 1, 48, 48, generator=torch.Generator().manual_seed(i))} for i in range(5)]
+
+    def trainer(warmup, epoch_length=5):
+        return CryoMAETrainer(device="cpu", max_epochs=1, epoch_length=epoch_length, train_data_loader=windows, network=net,
+                              optimizer=torch.optim.SGD(net.parameters(), lr=0.01), exemplars=exemplars,
+                              self_cross_loss=SelfCrossSimilarityLoss(), unlabeled_tokens=8, reconstruction_warmup=warmup, decollate=False)
+
+    engine, losses = trainer(3), []
+    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["self_cross_loss"])))
+    engine.run()
+    assert losses[:3] == [0.0, 0.0, 0.0] and all(v > 0 for v in losses[3:]), losses
+    with pytest.raises(ValueError, match="reconstruction_warmup \\(5\\) leaves none of the 5 iterations"):
+        trainer(5)
+
+
 def test_similarity_map_positions_follow_the_token_centres():
     """With a purely local encoder (no attention, no position embedding) a token's similarity to an
     exemplar cut at a point is exactly 1 at that point's grid position ``g · stride − 0.5``."""

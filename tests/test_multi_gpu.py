@@ -65,7 +65,7 @@ def test_cryomae_two_process_gloo_pretraining(config, tiny_manifest, tmp_path):
     else:
         manifest = tiny_manifest
     tiny = ["--window", "48", "--network_def#hidden_size", "48", "--network_def#mlp_dim", "96", "--network_def#num_layers", "1",
-            "--network_def#decoder_num_layers", "1", "--num_exemplars", "4", "--epoch_length", "2", "--batch_size", "2", "--unlabeled_tokens", "16"]
+            "--network_def#decoder_num_layers", "1", "--num_exemplars", "4", "--reconstruction_warmup", "1", "--epoch_length", "2", "--batch_size", "2", "--unlabeled_tokens", "16"]
     torchrun("cryomae", [config, "multi_gpu.yaml"], ["--manifest", str(manifest), *tiny], tmp_path / "out")
     state = torch.load(tmp_path / "out" / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert "cls_token" in state and not any(k.startswith("module.") for k in state)

@@ -169,7 +169,7 @@ def run_table(name: str, manifest_path: Path, out: Path, args) -> list[dict]:
         rows.append(row)
 
     border = args.border if name == "real" else 0.0
-    extra = {"target_radius_px": args.target_radius, "num_exemplars": args.shots, "border": border}
+    extra = {"target_radius_px": args.target_radius, "num_exemplars": args.shots, "border": border, "reconstruction_warmup": args.reconstruction_warmup}
     record("CryoMAE", lambda: run_cryomae(manifest_path, exemplars_csv, out / name / "cryomae", args.iterations, args.stride, extra))
     if args.ablation:
         record("CryoMAE no self-cross (λ=0)", lambda: run_cryomae(manifest_path, exemplars_csv, out / name / "cryomae_mae_only", args.iterations, args.stride, {**extra, "self_cross_weight": 0.0}))
@@ -190,7 +190,8 @@ def markdown(rows: list[dict], args) -> str:
         f"Command: `python benchmarks/cryomae/run_benchmark.py {args.command_line}`",
         "",
         f"{args.shots} exemplars (seed {args.seed}) from the training micrograph; particle radius down-sampled to "
-        f"{args.target_radius} px; CryoMAE pre-training {args.iterations} iterations, similarity stride {args.stride} px; "
+        f"{args.target_radius} px; CryoMAE pre-training {args.iterations} iterations (the first {args.reconstruction_warmup} masked reconstruction alone), "
+        f"similarity stride {args.stride} px; "
         f"U-Net {args.unet_iterations} iterations"
         f"{f' ({args.unet_full_iterations} on the whole training annotation)' if args.unet_full else ''}. Real micrographs: picks closer than {args.border} px to an edge dropped "
         "(every method; half a 256-px extraction box). CPU only.",
@@ -230,7 +231,8 @@ def main(argv=None):
     parser.add_argument("--shots", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target-radius", type=float, default=12.0)
-    parser.add_argument("--iterations", type=int, default=400)
+    parser.add_argument("--iterations", type=int, default=3300, help="CryoMAE pre-training iterations in all (the bundle's epoch_length)")
+    parser.add_argument("--reconstruction-warmup", type=int, default=3000, help="of those, masked reconstruction alone first")
     parser.add_argument("--stride", type=int, default=8)
     parser.add_argument("--unet-iterations", type=int, default=300)
     parser.add_argument(

@@ -12,6 +12,10 @@ windows of an :class:`~cryoet_monai.inference.exemplar.ExemplarSet`:
 
     loss = reconstruction + self_cross_weight · self_cross
 
+The first ``reconstruction_warmup`` iterations train the reconstruction alone: on a micrograph the MAE only starts
+to learn after one to two thousand iterations, and the self-cross term, which converges within about a hundred,
+would otherwise shape an encoder that has learned nothing from the image yet.
+
 Distributed training: ``network`` may be wrapped in ``DistributedDataParallel``. The masked forward
 goes through the wrapper (that is what arms its gradient all-reduce); ``encode`` and the loss maths
 run on the wrapped module. ``encode`` uses only parameters the masked forward uses too, and autograd
@@ -44,7 +48,11 @@ class CryoMAETrainer(SupervisedTrainer):
         self_cross_loss: ``loss(exemplar_embeddings, unlabeled_embeddings)``.
         self_cross_weight: λ, the weight of the self-cross similarity loss.
         unlabeled_tokens: tokens of the random windows used as unlabeled embeddings per iteration.
+        reconstruction_warmup: iterations of masked reconstruction alone before the self-cross term joins.
         kwargs: any other ``SupervisedTrainer`` argument (epoch_length, train_handlers, ...).
+
+    Raises:
+        ValueError: a self-cross weight with no iteration left after the warm-up.
     """
 
     def __init__(
@@ -58,6 +66,7 @@ class CryoMAETrainer(SupervisedTrainer):
         self_cross_loss: Callable,
         self_cross_weight: float = 1.0,
         unlabeled_tokens: int = 256,
+        reconstruction_warmup: int = 0,
         **kwargs,
     ):
         super().__init__(
@@ -72,9 +81,16 @@ class CryoMAETrainer(SupervisedTrainer):
         self.exemplars = exemplars
         self.self_cross_weight = float(self_cross_weight)
         self.unlabeled_tokens = int(unlabeled_tokens)
+        self.reconstruction_warmup = int(reconstruction_warmup)
+        total = self.state.epoch_length * max_epochs if self.state.epoch_length is not None else None
+        if self.self_cross_weight > 0 and total is not None and self.reconstruction_warmup >= total:
+            raise ValueError(
+                f"reconstruction_warmup ({self.reconstruction_warmup}) leaves none of the {total} iterations for the self-cross "
+                "term: raise epoch_length above it, lower reconstruction_warmup, or set self_cross_weight 0"
+            )
 
     def _iteration(self, engine: CryoMAETrainer, batchdata: dict) -> dict | list:
-        """One optimisation step on ``reconstruction + λ · self_cross``.
+        """One optimisation step on ``reconstruction + λ · self_cross`` (reconstruction alone during the warm-up).
 
         The output holds ``image``, ``loss``, ``reconstruction_loss`` and ``self_cross_loss``; like
         ``SupervisedTrainer`` it fires ``MODEL_COMPLETED``, so with ``decollate=True`` (the default) it
@@ -89,7 +105,7 @@ class CryoMAETrainer(SupervisedTrainer):
         reconstruction = model.reconstruction_loss(inputs, engine.network(inputs))
         loss = reconstruction
         self_cross = torch.zeros(())
-        if engine.self_cross_weight > 0:
+        if engine.self_cross_weight > 0 and engine.state.iteration > engine.reconstruction_warmup:
             exemplar_embeddings = engine.exemplars.embeddings(model, views=True)
             tokens = model.encode(inputs)
             tokens = tokens.flatten(2).transpose(1, 2).reshape(-1, tokens.shape[1])
