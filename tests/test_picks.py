@@ -16,6 +16,14 @@ def test_csv_round_trip_keeps_values(tmp_path):
     assert not list(tmp_path.glob("*.part"))
 
 
+def test_csv_scores_keep_their_side_of_a_threshold(tmp_path):
+    """Coordinates are written to 0.001, scores to 1e-6: a score just under 0.5 must not come back as 0.5."""
+    picks = make_picks("TS_1", "ribosome", np.array([[1.23456, 2.0, 3.0], [4.0, 5.0, 6.0]]), [0.49996, 0.5])
+    back = read_picks(write_picks(picks, tmp_path / "p.csv"))
+    assert (back["score"] >= 0.5).tolist() == [False, True]
+    assert back["score"].tolist() == [0.49996, 0.5] and back["x"].tolist() == [1.235, 4.0]
+
+
 def test_2d_round_trip(tmp_path):
     picks = make_picks("mic_01", "beta-galactosidase", np.array([[10.0, 20.0]]))
     back = read_picks(write_picks(picks, tmp_path / "p.csv"), ndim=2)
