@@ -21,7 +21,25 @@ from scipy import ndimage
 
 from cryoet_monai.data.manifest import load_manifest
 from cryoet_monai.data.masks import manifest_from_masks
+from cryoet_monai.data.picks import within_border
 from cryoet_monai.data.readers import read_image
+
+
+def normalised(image: np.ndarray) -> np.ndarray:
+    """The micrograph at zero mean and unit variance."""
+    return (image - image.mean()) / image.std()
+
+
+def difference_of_gaussians(image: np.ndarray, radius: float) -> np.ndarray:
+    """σ = r / 4 minus σ = r of a normalised micrograph: negative on dark, particle-sized blobs."""
+    return ndimage.gaussian_filter(image, radius / 4) - ndimage.gaussian_filter(image, radius)
+
+
+def values_at(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Values of a 2D map at ``(N, 2)`` positions ``x, y`` in pixels (nearest pixel, clipped to the map)."""
+    rows = np.clip(np.round(xy[:, 1]).astype(int), 0, image.shape[0] - 1)
+    cols = np.clip(np.round(xy[:, 0]).astype(int), 0, image.shape[1] - 1)
+    return image[rows, cols]
 
 
 def dark_blobs(image: np.ndarray, radius: float, border: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -30,14 +48,13 @@ def dark_blobs(image: np.ndarray, radius: float, border: float) -> tuple[np.ndar
     Args:
         image: 2D micrograph.
         radius: particle radius in pixels.
-        border: minima closer than this to an edge are dropped.
+        border: minima closer than this to an edge are dropped (:func:`~cryoet_monai.data.picks.within_border`).
     """
-    image = (image - image.mean()) / image.std()
-    dog = ndimage.gaussian_filter(image, radius / 4) - ndimage.gaussian_filter(image, radius)
-    minima = (ndimage.minimum_filter(dog, size=int(radius)) == dog) & (dog < 0)
-    ys, xs = np.nonzero(minima)
-    inside = (xs > border) & (xs < image.shape[1] - border) & (ys > border) & (ys < image.shape[0] - border)
-    return np.stack([xs[inside], ys[inside]], axis=1), dog[ys[inside], xs[inside]], dog
+    dog = difference_of_gaussians(normalised(image), radius)
+    ys, xs = np.nonzero((ndimage.minimum_filter(dog, size=int(radius)) == dog) & (dog < 0))
+    xy = np.stack([xs, ys], axis=1)
+    xy = xy[within_border(xy, dog.shape, border)]
+    return xy, values_at(dog, xy), dog
 
 
 def main(argv=None) -> str:
@@ -55,9 +72,8 @@ def main(argv=None) -> str:
         for item in manifest.items(split):
             xy, values, dog = dark_blobs(read_image(item.image)[0].astype(np.float32), radius, args.border)
             truth = manifest.read_item_picks(item)[["x", "y"]].to_numpy()
-            rows, cols = (np.clip(np.round(truth[:, i]).astype(int), 0, dog.shape[1 - i] - 1) for i in (1, 0))
             nearest = np.sqrt(((xy[:, None, :] - truth[None, :, :]) ** 2).sum(-1)).min(1)
-            measured.append((split, item.id, len(truth), float(np.median(dog[rows, cols])), values, nearest))
+            measured.append((split, item.id, len(truth), float(np.median(values_at(dog, truth))), values, nearest))
     reference = measured[0][3]
     argv_text = shlex.join(sys.argv[1:] if argv is None else argv)
     lines = [

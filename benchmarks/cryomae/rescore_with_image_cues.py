@@ -26,6 +26,9 @@ from cryoet_monai.data.readers import read_image
 from cryoet_monai.inference.exemplar import density_threshold
 from cryoet_monai.metrics import score_picks
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from annotation_completeness import difference_of_gaussians, normalised, values_at  # noqa: E402
+
 CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "cryomae" / "configs"
 RANKINGS = {
     "similarity (the bundle)": ["similarity"],
@@ -41,13 +44,10 @@ def image_cues(picks: pd.DataFrame, manifest, split: str, radius: float) -> pd.D
     tables = []
     for item in manifest.items(split):
         own = picks[picks["micrograph"].astype(str) == str(item.id)].copy()
-        image = read_image(item.image)[0].astype(np.float32)
-        image = (image - image.mean()) / image.std()
-        darkness = ndimage.gaussian_filter(image, radius) - ndimage.gaussian_filter(image, radius / 4)
+        image = normalised(read_image(item.image)[0].astype(np.float32))
         variance = ndimage.gaussian_filter(image**2, radius / 2) - ndimage.gaussian_filter(image, radius / 2) ** 2
-        rows = np.clip(np.round(own["y"].to_numpy()).astype(int), 0, image.shape[0] - 1)
-        cols = np.clip(np.round(own["x"].to_numpy()).astype(int), 0, image.shape[1] - 1)
-        own["darkness"], own["variance"] = darkness[rows, cols], variance[rows, cols]
+        xy = own[["x", "y"]].to_numpy()
+        own["darkness"], own["variance"] = -values_at(difference_of_gaussians(image, radius), xy), values_at(variance, xy)
         tables.append(own)
     return pd.concat(tables, ignore_index=True).rename(columns={"score": "similarity"})
 

@@ -116,7 +116,7 @@ def read_relion_picking(
     tables = []
     for micrograph, name in zip(listing[MICROGRAPH_COLUMN].astype(str), listing[COORDINATES_COLUMN].astype(str)):
         file = _find(name, path)
-        if file.stat().st_size == 0:  # a micrograph without picks: an empty file, or a loop header without rows
+        if file.stat().st_size == 0:  # a micrograph without picks (a bare loop header reads as an empty table below)
             continue
         table = read_star(file, experiment=experiment or _image_id(micrograph), particle_type=particle_type, class_names=class_names)
         if len(table):
