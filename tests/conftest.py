@@ -1,6 +1,8 @@
 """Shared fixtures: tiny manifests built on the fly, and the optional reference data."""
 
 import json
+import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,18 @@ from cryoet_monai.data.picks import make_picks, write_picks
 from cryoet_monai.data.readers import write_mrc
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def log_handlers_on_a_live_stream():
+    """MONAI's ``get_logger`` gives a logger a handler on the ``sys.stdout`` of the moment, once per process; under
+    pytest that may be an earlier test's capture stream, closed since, and every later record fails to print with
+    a traceback. Such handlers write to the current ``sys.stdout`` instead."""
+    loggers = [logging.getLogger(), *(lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger))]
+    for handler in (h for lg in loggers for h in lg.handlers):
+        if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False):
+            handler.stream = sys.stdout
+    yield
 
 
 @pytest.fixture
