@@ -123,3 +123,29 @@ def test_lowpass_smooths_after_down_sampling_and_turns_off_at_zero(micrographs):
     assert images[0.0].shape == images[1.0].shape
     assert images[1.0].std() == pytest.approx(1.0, abs=0.01)  # unit variance again after the low-pass
     assert _neighbour_correlation(images[1.0]) > _neighbour_correlation(images[0.0]) + 0.2
+
+
+def test_pretraining_from_pretrained_weights_starts_from_them_and_skips_the_warmup(micrographs, tmp_path, capsys):
+    import torch
+    from monai.bundle import ConfigParser, run
+
+    from cryoet_monai.cli import main
+
+    common = {"manifest": str(micrographs), "batch_size": 2, **TINY}
+    first = tmp_path / "mae"
+    run(config_file=str(CONFIGS / "pretrain.yaml"), output_dir=str(first), self_cross_weight=0.0, reconstruction_warmup=2, **common)
+    weights = first / "models" / "model.pt"
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "pretrain.yaml"))
+    parser.update({**common, "pretrained": str(weights), "self_cross_iterations": 3})
+    assert parser.get_parsed_content("reconstruction_warmup") == 0 and parser.get_parsed_content("epoch_length") == 3
+    # at learning rate 0 the saved weights are the loaded ones, not a fresh initialisation
+    second = tmp_path / "again"
+    run(config_file=str(CONFIGS / "pretrain.yaml"), output_dir=str(second), pretrained=str(weights), self_cross_iterations=1,
+        learning_rate=0.0, **common)
+    loaded, saved = torch.load(weights, weights_only=True), torch.load(second / "models" / "model.pt", weights_only=True)
+    assert all(torch.equal(loaded[k], saved[k]) for k in loaded)
+    # weights learned at another particle scale do not fit (model_info.json records it)
+    settings = {**common, "output_dir": tmp_path / "other", "pretrained": weights, "target_radius_px": 8}
+    assert main(["run", "cryomae", "pretrain", *[f"--{key}={value}" for key, value in settings.items()]]) == 2
+    assert "model.pt was trained with target_radius_px 10 " in capsys.readouterr().err

@@ -64,12 +64,18 @@ def test_cryomae_two_process_gloo_pretraining(config, tiny_manifest, tmp_path):
         manifest = synthesize_micrographs(tmp_path / "data", num_micrographs=2, shape=(128, 128), radius=8, num_particles=12, seed=0)
     else:
         manifest = tiny_manifest
-    tiny = ["--window", "48", "--network_def#hidden_size", "48", "--network_def#mlp_dim", "96", "--network_def#num_layers", "1",
-            "--network_def#decoder_num_layers", "1", "--num_exemplars", "4", "--reconstruction_warmup", "1", "--epoch_length", "2", "--batch_size", "2", "--unlabeled_tokens", "16"]
-    torchrun("cryomae", [config, "multi_gpu.yaml"], ["--manifest", str(manifest), *tiny], tmp_path / "out")
+    tiny = ["--manifest", str(manifest), "--window", "48", "--network_def#hidden_size", "48", "--network_def#mlp_dim", "96", "--network_def#num_layers", "1",
+            "--network_def#decoder_num_layers", "1", "--num_exemplars", "4", "--batch_size", "2", "--unlabeled_tokens", "16"]
+    torchrun("cryomae", [config, "multi_gpu.yaml"], [*tiny, "--reconstruction_warmup", "1", "--epoch_length", "2"], tmp_path / "out")
     state = torch.load(tmp_path / "out" / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert "cls_token" in state and not any(k.startswith("module.") for k in state)
     assert len(event_file_writers(tmp_path / "out" / "tensorboard")) == 1, "only rank 0 opens event files"
+    if config == "pretrain.yaml":  # every rank starts from --pretrained (at learning rate 0 the weights stay those)
+        weights = tmp_path / "out" / "models" / "model.pt"
+        again = [*tiny, "--pretrained", str(weights), "--self_cross_iterations", "1", "--learning_rate", "0"]
+        torchrun("cryomae", [config, "multi_gpu.yaml"], again, tmp_path / "again")
+        resumed = torch.load(tmp_path / "again" / "models" / "model.pt", map_location="cpu", weights_only=True)
+        assert all(torch.equal(state[k], resumed[k]) for k in state)
 
 
 def _cryomae_worker(rank: int, world_size: int, folder: str) -> None:
