@@ -74,8 +74,8 @@ def test_cryomae_two_process_gloo_pretraining(config, tiny_manifest, tmp_path):
         weights = tmp_path / "out" / "models" / "model.pt"
         again = [*tiny, "--pretrained", str(weights), "--self_cross_iterations", "1", "--learning_rate", "0"]
         torchrun("cryomae", [config, "multi_gpu.yaml"], again, tmp_path / "again")
-        resumed = torch.load(tmp_path / "again" / "models" / "model.pt", map_location="cpu", weights_only=True)
-        assert all(torch.equal(state[k], resumed[k]) for k in state)
+        restarted = torch.load(tmp_path / "again" / "models" / "model.pt", map_location="cpu", weights_only=True)
+        assert all(torch.equal(state[k], restarted[k]) for k in state)
 
 
 def _cryomae_worker(rank: int, world_size: int, folder: str) -> None:
