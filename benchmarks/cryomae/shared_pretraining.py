@@ -29,20 +29,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_benchmark import CONFIGS, scores  # noqa: E402
 
 
-def masked_autoencoder(run: Path, iterations: int, out: Path, target_radius: float) -> Path:
+def masked_autoencoder(run: Path, iterations: int, out: Path, target_radius: float, network: dict) -> Path:
     """Weights of ``iterations`` of masked reconstruction alone on the run's training micrograph."""
     weights = out / "models" / "model.pt"
     if not weights.is_file():
         bundle_run(config_file=str(CONFIGS / "pretrain.yaml"), manifest=str(run / "data" / "manifest.json"),
                    exemplars_file=str(run / "exemplars.csv"), output_dir=str(out), target_radius_px=target_radius,
-                   self_cross_weight=0.0, reconstruction_warmup=iterations, self_cross_iterations=0)
+                   self_cross_weight=0.0, reconstruction_warmup=iterations, self_cross_iterations=0, **network)
     return weights
 
 
-def self_cross_and_pick(run: Path, weights: Path, seed: int, out: Path, target_radius: float, border: float) -> dict:
+def self_cross_and_pick(run: Path, weights: Path, seed: int, out: Path, target_radius: float, border: float, network: dict) -> dict:
     """Self-cross phase from ``weights``, then picks of the training (dev) and test micrographs with their scores."""
     manifest_path = run / "data" / "manifest.json"
-    common = {"manifest": str(manifest_path), "exemplars_file": str(run / "exemplars.csv"), "target_radius_px": target_radius}
+    common = {"manifest": str(manifest_path), "exemplars_file": str(run / "exemplars.csv"), "target_radius_px": target_radius, **network}
     if not (out / "models" / "model.pt").is_file():
         bundle_run(config_file=str(CONFIGS / "pretrain.yaml"), output_dir=str(out), pretrained=str(weights), seed=seed, **common)
     manifest = load_manifest(manifest_path)
@@ -95,17 +95,20 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the self-cross phase (the bundle's seed)")
     parser.add_argument("--target-radius", type=float, default=16.0)
     parser.add_argument("--border", type=float, default=128.0)
+    parser.add_argument("--network-def", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="encoder settings for every run, e.g. hidden_size=192 num_layers=6 (the bundle's network_def#KEY)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    network = {f"network_def#{key}": json.loads(value) for key, value in (item.split("=", 1) for item in args.network_def)}
     rows = []
     for iterations in args.reconstruction_iterations:
-        weights = masked_autoencoder(args.runs[0], iterations, args.out / f"mae_{iterations}", args.target_radius)
+        weights = masked_autoencoder(args.runs[0], iterations, args.out / f"mae_{iterations}", args.target_radius, network)
         for run in args.runs:
             draw = run.resolve().parent.name
             for seed in args.seeds:
                 out = args.out / f"mae_{iterations}" / f"{draw}_seed{seed}"
-                row = self_cross_and_pick(run, weights, seed, out, args.target_radius, args.border)
+                row = self_cross_and_pick(run, weights, seed, out, args.target_radius, args.border, network)
                 rows.append({"iterations": iterations, "draw": draw, "seed": seed, **row})
                 print(json.dumps(rows[-1]), flush=True)
     command = shlex.join(sys.argv[1:] if argv is None else argv)
@@ -114,7 +117,8 @@ def main(argv=None):
         "# CryoMAE: one masked reconstruction shared by every exemplar draw\n\n"
         f"Command: `python benchmarks/cryomae/shared_pretraining.py {command}`\n\n"
         f"Masked reconstruction alone for N iterations once, then per exemplar draw and seed the bundle's self-cross phase "
-        f"from those weights (`--pretrained`); picks at target radius {args.target_radius:g} px, edge border {args.border:g} px; "
+        f"from those weights (`--pretrained`); encoder {' '.join(args.network_def) or 'as the bundle defines it'}; "
+        f"picks at target radius {args.target_radius:g} px, edge border {args.border:g} px; "
         "F1 at 0.5 r unless marked (dev: the training micrograph against its whole annotation). CPU only.\n\n"
         + markdown(rows)
     )
