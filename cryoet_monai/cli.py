@@ -178,7 +178,9 @@ def cmd_synth(args, _):
     from cryoet_monai.data.budgets import budget_manifest
     from cryoet_monai.data.synthetic import synthesize
 
-    manifest = synthesize(args.out, preset=args.preset, seed=args.seed, templates=args.templates, layout=args.layout)
+    manifest = synthesize(
+        args.out, preset=args.preset, seed=args.seed, templates=args.templates, layout=args.layout, contrast=args.contrast
+    )
     print(f"wrote {manifest}")
     if args.budget:
         fraction = _parse_budget(args.budget)
@@ -210,7 +212,7 @@ def cmd_baseline(args, _):
     from cryoet_monai.data.picks import write_picks
     from cryoet_monai.inference.blobs import pick_with_blobs
 
-    pred = pick_with_blobs(args.manifest, args.split, threshold_std=args.threshold_std, dark=args.dark)
+    pred = pick_with_blobs(args.manifest, args.split, threshold_std=args.threshold_std)
 
     print(f"wrote {write_picks(pred, Path(args.output_dir) / 'picks.csv')} ({len(pred)} picks)")
 
@@ -286,7 +288,8 @@ def cmd_manifest(args, _):
         from cryoet_monai.data.copick_project import manifest_from_copick
 
         path = manifest_from_copick(
-            args.config, args.out, tomo_type=args.tomo_type, voxel_spacing=args.voxel_spacing, user_id=args.user_id, session_id=args.session_id
+            args.config, args.out, tomo_type=args.tomo_type, voxel_spacing=args.voxel_spacing, user_id=args.user_id,
+            session_id=args.session_id, contrast=args.contrast,
         )
         print(f"wrote {path}")
     elif args.manifest_command == "from-masks":
@@ -298,17 +301,20 @@ def cmd_manifest(args, _):
 
         path = manifest_from_micrographs(
             args.micrographs, args.exemplars, args.diameter_px, args.out, particle=args.particle,
-            exemplars_micrograph=args.exemplars_micrograph, pixel_size=args.pixel_size,
+            exemplars_micrograph=args.exemplars_micrograph, pixel_size=args.pixel_size, contrast=args.contrast,
         )
         print(f"wrote {path}")
     elif args.manifest_command == "check":
+        from cryoet_monai.data.contrast import contrast_warnings
         from cryoet_monai.data.manifest import load_manifest, voxel_size_mismatches
 
         manifest = load_manifest(args.manifest, check_voxels=True)
-        for mismatch in voxel_size_mismatches(manifest):
+        for mismatch in voxel_size_mismatches(manifest) + contrast_warnings(manifest):
             print(f"warning: {mismatch}", file=sys.stderr)
         counts = {split: len(manifest.items(split)) for split in manifest.splits}
-        print(f"{args.manifest}: ok — {manifest.ndim}D, {len(manifest.classes)} classes, items per split {counts}")
+        others = sorted({it.id for items in manifest.splits.values() for it in items if it.contrast != manifest.contrast})
+        contrast = f"contrast {manifest.contrast}" + (f" (items {others} the other)" if others else "")
+        print(f"{args.manifest}: ok — {manifest.ndim}D, {len(manifest.classes)} classes, {contrast}, items per split {counts}")
     elif args.manifest_command == "budget":
         from cryoet_monai.data.budgets import budget_manifest
 
@@ -363,6 +369,9 @@ def cmd_demo(args, _):
     run_demo(args.out, preset=args.preset, seed=args.seed, templates=args.templates, layout=args.layout, method=args.method)
 
 
+CONTRAST_HELP = "dark: protein darker than ice, as reconstructed and recorded (default); bright: inverted images"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cryoet-monai", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -391,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--templates", help="folder of <pdb>.mrc density templates (default: built-in procedural particles)")
     p.add_argument("--layout", help="folder of copick runs with real particle positions (default: random packing)")
+    p.add_argument("--contrast", choices=["dark", "bright"], default="dark", help=CONTRAST_HELP)
     p.add_argument("--budget", help="also write a label-budget manifest covering this share of the training volume, e.g. 1%%")
     p.add_argument("--shots", type=int, help="also write a manifest with boxes around N particles per class")
     p.set_defaults(func=cmd_synth)
@@ -416,7 +426,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--output_dir", "--output-dir", dest="output_dir", required=True)
     p.add_argument("--threshold_std", type=float, default=4.0)
-    p.add_argument("--dark", action="store_true", help="particles are darker than the background")
     p.set_defaults(func=cmd_baseline)
 
     p = sub.add_parser("view", help="draw a slab with picks circled by class (TP/FP/misses given a manifest)")
@@ -439,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--voxel-spacing", type=float, default=10.012)
     m.add_argument("--user-id")
     m.add_argument("--session-id")
+    m.add_argument("--contrast", choices=["dark", "bright"], default="dark", help=CONTRAST_HELP)
     m = msub.add_parser("from-masks", help="complete a 2D manifest template with picks derived from disc masks")
     m.add_argument("data_dir", help="folder with images/ and masks/ (e.g. the EMPIAR-10017 micrographs)")
     m.add_argument("--template", default=str(Path(__file__).resolve().parent.parent / "data_manifests" / "empiar10017.json"))
@@ -451,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--exemplars-micrograph", help="micrograph id of a STAR file without rlnMicrographName or a CSV file without micrograph")
     m.add_argument("--pixel-size", type=float, help="Å per pixel (default: the MRC header, else 1)")
     m.add_argument("--out", required=True, help="manifest to write; exemplar picks go to picks/ beside it")
+    m.add_argument("--contrast", choices=["dark", "bright"], default="dark", help=CONTRAST_HELP)
     m = msub.add_parser("check", help="load and validate a manifest")
     m.add_argument("manifest")
     m = msub.add_parser("budget", help="write a label-budget manifest")

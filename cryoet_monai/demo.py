@@ -51,13 +51,8 @@ def run_demo(out="demo_output", preset: str = "tiny", seed: int = 1, templates=N
     print(f"[2/4] picking the test split with {method}")
     if method == "blobs":
         write_picks(pick_with_blobs(manifest_path, "test"), picks_dir / "picks.csv")
-    else:
-        from cryoet_monai.handlers.model_info import trained_voxel_size
-
-        # the shipped model picks any preset at the voxel size it was trained at
-        weights = shipped_model(method)
-        at = {"target_voxel_size": trained_voxel_size(weights)} if weights is not None else {}
-        run_bundle(method, "inference", {"manifest": str(manifest_path), "split": "test", "output_dir": str(picks_dir), **at})
+    else:  # the shipped model picks any preset at the voxel size and contrast it was trained at
+        run_bundle(method, "inference", {"manifest": str(manifest_path), "split": "test", "output_dir": str(picks_dir)})
     pred = read_picks(picks_dir / "picks.csv", ndim=manifest.ndim)
     print("[3/4] scoring against the planted particles")
     result = score_picks(pred, manifest, "test")

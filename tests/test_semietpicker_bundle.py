@@ -41,7 +41,7 @@ def test_top_level_configs_repeat_common_block_and_define_ids(name):
 
 
 def _plant(root: Path, item_id: str, seed: int) -> dict:
-    """A noisy volume with well separated bright balls (radius 40 Å) and dots (radius 20 Å)."""
+    """A noisy volume with well separated dark balls (radius 40 Å) and dots (radius 20 Å): protein dark, as reconstructed."""
     rng = np.random.default_rng(seed)
     zz, yy, xx = np.meshgrid(*[np.arange(n) for n in SHAPE], indexing="ij")
     volume = rng.normal(0, 0.3, SHAPE).astype(np.float32)
@@ -53,7 +53,7 @@ def _plant(root: Path, item_id: str, seed: int) -> dict:
             classes.append("ball" if len(centres) % 2 else "dot")
     for c, name in zip(centres, classes):
         radius = 4.0 if name == "ball" else 2.0
-        volume[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= radius**2] += 1.5
+        volume[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= radius**2] -= 1.5
     write_mrc(root / f"{item_id}.mrc", volume, VOXEL)
     xyz = np.asarray(centres)[:, ::-1] * VOXEL
     write_picks(make_picks(item_id, classes, xyz), root / f"{item_id}.csv")
@@ -118,7 +118,8 @@ def test_train_tune_thresholds_then_pick_from_another_directory(planted, tmp_pat
             "--crop_size", "[16, 32, 32]", "--num_samples", "2", "--learning_rate", "0.005", "--val_interval", "4")
     model = train_dir / "models" / "model.pt"
     assert model.is_file()
-    assert json.loads((train_dir / "models" / "model_info.json").read_text()) == {"class_names": ["ball", "dot"], "voxel_size": VOXEL}
+    info = json.loads((train_dir / "models" / "model_info.json").read_text())
+    assert info == {"class_names": ["ball", "dot"], "voxel_size": VOXEL, "contrast": "dark"}
     validation = json.loads((train_dir / "validation" / "metrics.json").read_text())
     assert validation["classes"]["ball"]["recall"] > 0.5, "validation during training scores the real picks"
     best = json.loads((train_dir / "models" / "model_best.json").read_text())
@@ -139,12 +140,12 @@ def test_train_tune_thresholds_then_pick_from_another_directory(planted, tmp_pat
     assert result["classes"]["ball"]["recall"] >= 0.66, result
     assert result["classes"]["ball"]["precision"] >= 0.5, result
 
-    # the same test tomogram stored at half the voxel size, picked at the model's voxel size (--target_voxel_size):
-    # the picks land where those of the original did, and picks.star is in the 5 Å file's own frame
+    # the same test tomogram stored at half the voxel size, picked with no flag: at the voxel size model_info.json
+    # records; the picks land where those of the original did, and picks.star is in the 5 Å file's own frame
     fine = _at_voxel_size(planted, "test_0", VOXEL / 2, tmp_path / "fine")
     _bundle("inference.yaml", elsewhere, "--manifest", str(fine), *SMALL, "--split", "test", "--output_dir",
             str(tmp_path / "fine_picks"), "--model_path", str(model), "--thresholds_path", str(thresholds),
-            "--formats", "['csv', 'star']", "--target_voxel_size", str(VOXEL))
+            "--formats", "['csv', 'star']")
     fine_picks = read_picks(tmp_path / "fine_picks" / "picks.csv")
     assert score_picks(fine_picks, load_manifest(fine), "test")["classes"]["ball"]["recall"] >= 0.66
     original = read_picks(pick_dir / "picks.csv")
@@ -153,12 +154,37 @@ def test_train_tune_thresholds_then_pick_from_another_directory(planted, tmp_pat
     assert np.median(nearest.min(axis=1)) < VOXEL / 2, nearest.min(axis=1)
     star = read_picks(tmp_path / "fine_picks" / "picks.star", **star_geometry(load_manifest(fine)))
     np.testing.assert_allclose(star[["x", "y", "z"]].to_numpy(), fine_picks[["x", "y", "z"]].to_numpy(), atol=1e-3)
-    # without --target_voxel_size the model's model_info.json refuses the 5 Å tomogram, saying what to add
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.yaml"), "--manifest", str(fine), *SMALL,
-           "--split", "test", "--output_dir", str(tmp_path / "refused"), "--model_path", str(model)]
-    result = subprocess.run(cmd, cwd=elsewhere, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
-    assert result.returncode != 0 and f"--target_voxel_size {VOXEL:g}" in result.stderr
-    assert not (tmp_path / "refused" / "picks.csv").exists()
+
+    # an inverted copy of the test tomogram (protein bright) declared "bright": the loader inverts it back, so the
+    # model trained on dark data picks exactly what it picked in the original
+    bright = _inverted_copy(planted, "test_0", tmp_path / "bright")
+    _bundle("inference.yaml", elsewhere, "--manifest", str(bright), *SMALL, "--split", "test", "--output_dir",
+            str(tmp_path / "bright_picks"), "--model_path", str(model), "--thresholds_path", str(thresholds))
+    bright_picks = read_picks(tmp_path / "bright_picks" / "picks.csv")
+    assert score_picks(bright_picks, load_manifest(bright), "test")["classes"]["ball"]["recall"] >= 0.66
+    np.testing.assert_allclose(bright_picks[["x", "y", "z"]].to_numpy(), original[["x", "y", "z"]].to_numpy(), atol=1e-3)
+    # declared "dark" instead, the same file is seen as the model never saw protein: the picks are not those
+    manifest = json.loads(bright.read_text())
+    (tmp_path / "bright" / "undeclared.json").write_text(json.dumps({**manifest, "contrast": "dark"}))
+    _bundle("inference.yaml", elsewhere, "--manifest", str(tmp_path / "bright" / "undeclared.json"), *SMALL, "--split", "test",
+            "--output_dir", str(tmp_path / "undeclared_picks"), "--model_path", str(model), "--thresholds_path", str(thresholds))
+    undeclared = read_picks(tmp_path / "undeclared_picks" / "picks.csv")
+    assert score_picks(undeclared, load_manifest(bright), "test")["classes"]["ball"]["recall"] < 0.66
+
+
+def _inverted_copy(manifest_path: Path, item_id: str, out: Path) -> Path:
+    """A one-item test manifest holding ``item_id`` multiplied by −1 and declared ``"contrast": "bright"``."""
+    from cryoet_monai.data.readers import read_image
+
+    manifest = json.loads(manifest_path.read_text())
+    item = next(it for it in manifest["test"] if it["id"] == item_id)
+    volume, voxel_size = read_image(manifest_path.parent / item["image"])
+    out.mkdir()
+    write_mrc(out / f"{item_id}.mrc", -volume, voxel_size)
+    entry = {"id": item_id, "image": f"{item_id}.mrc", "picks": str(manifest_path.parent / item["picks"])}
+    manifest.update(contrast="bright", training=[], validation=[], unlabeled=[], test=[entry])
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out / "manifest.json"
 
 
 def _at_voxel_size(manifest_path: Path, item_id: str, voxel_size: float, out: Path) -> Path:

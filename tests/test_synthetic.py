@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -89,7 +90,7 @@ def test_easy_particles_stand_out_and_mass_orders_visibility(tiny):
         for species in CZII_SPECIES:
             background = ball_means(tomogram, voxel_size, spots, species.radius)
             inside = ball_means(tomogram, voxel_size, xyz[picks["particle_type"] == species.name], species.radius)
-            scores.setdefault(species.name, []).extend((inside - background.mean()) / background.std())
+            scores.setdefault(species.name, []).extend((background.mean() - inside) / background.std())  # protein dark
     for name in EASY:
         assert np.mean(scores[name]) > 3.0, (name, scores[name])
     assert np.mean(scores["beta-amylase"]) < 1.5 < np.mean(scores["ribosome"]) - 1.5
@@ -169,11 +170,11 @@ def test_real_templates_and_layout(shared_data, tmp_path):
     scale = np.array([79, 79, 23]) * 80.0 / (np.array([630, 630, 184]) * 10.012)
     assert np.min(np.linalg.norm(ribosomes - np.array([first["x"], first["y"], first["z"]]) * scale, axis=1)) < 1e-2
     tomogram, _ = read_image(manifest.items("training")[0].image)
-    assert ball_means(tomogram, 80.0, ribosomes, 150.0).mean() > 1.0  # ribosomes bright in std units
+    assert ball_means(tomogram, 80.0, ribosomes, 150.0).mean() < -1.0  # ribosomes dark in std units
 
 
 def test_shrec_preset(shared_data, tmp_path):
-    """Twelve SHREC classes (weight 1), every one placed inside the volume, big complexes bright."""
+    """Twelve SHREC classes (weight 1), every one placed inside the volume, big complexes dark."""
     shape = (96, 96, 40)
     path = synthesize(
         tmp_path, "shrec", seed=0, templates=shared_data / "templates_10A", progress=False, shape=shape, n_tomograms=1
@@ -187,7 +188,7 @@ def test_shrec_preset(shared_data, tmp_path):
     assert (xyz >= 0).all() and (xyz < np.array(shape) * 20.0).all()
     tomogram, _ = read_image(manifest.items("training")[0].image)
     big = picks[picks["particle_type"].isin(["4cr2", "5mrc"])][["x", "y", "z"]].to_numpy()
-    assert ball_means(tomogram, 20.0, big, 80.0).mean() > 0.5
+    assert ball_means(tomogram, 20.0, big, 80.0).mean() < -0.5
 
 
 def test_shrec_radii_follow_the_templates(shared_data):
@@ -202,3 +203,41 @@ def test_shrec_needs_templates(tmp_path, capsys):
     assert "needs --templates" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="1bxn"):
         synthesize(tmp_path, "shrec", templates=tmp_path, shape=(32, 32, 16), n_tomograms=1)
+
+
+def test_acquisition_spread_draws_its_own_microscope_per_tomogram(shared_data, tmp_path):
+    """Each tomogram its own voxel size, tilt range and defocus; decoys rendered but never in the picks; layouts of
+    the evaluation runs never replayed; a second call keeps the finished tomograms."""
+    from cryoet_monai.data.acquisition_spread import SPREAD, TRAINING_LAYOUT_RUNS, synthesize_spread
+
+    small = {"extent_xy": (1200.0, 1500.0), "ice_thickness": (500.0, 700.0), "decoys": (5, 5)}
+    path = synthesize_spread(tmp_path, 3, 1, seed=1, templates=shared_data / "templates_10A",
+                             layout=shared_data / "czii_picks", spread=small)
+    manifest = load_manifest(path)
+    assert [len(manifest.items(s)) for s in ("training", "validation")] == [3, 1] and manifest.contrast == "dark"
+    plans = json.loads((tmp_path / "spread.json").read_text())["items"]
+    voxel_sizes = [it.voxel_size for s in ("training", "validation") for it in manifest.items(s)]
+    assert voxel_sizes == [p["overrides"]["voxel_size"] for p in plans] and len(set(voxel_sizes)) == 4
+    for plan in plans:
+        low, high = SPREAD["voxel_size"]
+        assert low <= plan["overrides"]["voxel_size"] <= high
+        assert plan["layout_run"] in (None, *TRAINING_LAYOUT_RUNS)
+        assert plan["overrides"]["decoys"] == ([0, 5] if plan["templates"] else [0, 0])
+    picks = pd.concat([manifest.read_item_picks(it) for it in manifest.items("training")])
+    assert set(picks["particle_type"]) <= {s.name for s in CZII_SPECIES}  # decoys are SHREC species, never labelled
+    first = manifest.items("training")[0].image
+    before = first.stat().st_mtime_ns
+    synthesize_spread(tmp_path, 3, 1, seed=1, templates=shared_data / "templates_10A", layout=shared_data / "czii_picks",
+                      spread=small)
+    assert first.stat().st_mtime_ns == before
+
+
+def test_decoys_are_rendered_but_not_picked(shared_data):
+    settings = resolve_settings("tiny", {"shape": (64, 64, 32), "decoys": (6, 6), "vesicles": (0, 0), "gold": (0, 0)})
+    templates = shared_data / "templates_10A"
+    with_decoys, picks = make_tomogram("a", np.random.default_rng(0), settings, templates)
+    without, same_picks = make_tomogram("a", np.random.default_rng(0), {**settings, "decoys": (0, 0)}, templates)
+    assert picks.equals(same_picks)  # decoys are drawn after the labelled particles
+    assert not np.allclose(with_decoys, without)
+    with pytest.raises(ValueError, match="decoys .* need --templates"):
+        make_tomogram("a", np.random.default_rng(0), settings)

@@ -15,6 +15,7 @@ import pandas as pd
 from monai.utils import require_pkg
 
 from cryoet_monai.data.copick_io import copick_picks_table
+from cryoet_monai.data.contrast import check_contrast
 from cryoet_monai.data.manifest import SPLITS, Item, Manifest, ManifestError, ParticleClass
 from cryoet_monai.data.ome_zarr import ome_zarr_info
 from cryoet_monai.data.picks import empty_picks, write_picks
@@ -33,6 +34,7 @@ def manifest_from_copick(
     session_id: str | None = None,
     splits: Mapping[str, Sequence[str]] | None = None,
     classes: Mapping[str, Mapping[str, float]] | None = None,
+    contrast: str = "dark",
 ) -> Path:
     """Write a manifest (and one picks CSV per annotated run) for the runs of a copick project.
 
@@ -46,6 +48,8 @@ def manifest_from_copick(
         splits: ``{split: [run names]}``; runs not listed are left out. By default runs with picks go to
             ``training`` and runs without to ``unlabeled``.
         classes: per-class overrides ``{name: {"radius": Å, "weight": w}}`` of the config's values.
+        contrast: polarity of the tomograms: ``dark`` (protein darker than ice: CryoET Data Portal, IMOD, AreTomo and
+            Warp reconstructions) or ``bright`` (inverted).
 
     Returns:
         The manifest path. Image paths are relative to its folder when the project lies inside it.
@@ -82,7 +86,8 @@ def manifest_from_copick(
         labeled = {name for split, run_names in splits.items() if split != "unlabeled" for name in run_names}
         picks = {name: _run_picks(runs[name], names, user_id, session_id, config) for name in labeled}
 
-    manifest = Manifest(root.config.name or config.stem, ndim=3, voxel_size=voxel_spacing, classes=particle_classes)
+    check_contrast(contrast, "manifest from-copick")
+    manifest = Manifest(root.config.name or config.stem, ndim=3, voxel_size=voxel_spacing, classes=particle_classes, contrast=contrast)
     for split, run_names in splits.items():
         items = []
         for name in run_names:
@@ -91,7 +96,7 @@ def manifest_from_copick(
             picks_path = None  # unlabeled runs and runs without picks
             if picks.get(name) is not None:
                 picks_path = write_picks(picks[name], out.parent / "picks" / f"{name}.csv")
-            items.append(Item(name, image, picks_path, voxel_size=image_voxel_size))
+            items.append(Item(name, image, picks_path, voxel_size=image_voxel_size, contrast=contrast))
         manifest.splits[split] = items
     return manifest.save(out)
 

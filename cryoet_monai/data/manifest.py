@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from cryoet_monai.data.picks import coord_columns, empty_picks, item_column, read_picks
+from cryoet_monai.data.contrast import CONTRASTS, DEFAULT_CONTRAST
 
 SPLITS = ("training", "unlabeled", "validation", "test")
 
@@ -50,6 +51,7 @@ class Item:
         voxel_size: Å per voxel (or pixel) of this image.
         voxel_size_declared: whether the manifest gives ``voxel_size`` (for the item or for all); otherwise it is the
             1 Å default, which micrograph picking (in pixels) does not need, but converting Å to pixels does.
+        contrast: ``"dark"`` (protein darker than ice, as reconstructed or recorded) or ``"bright"`` (inverted).
     """
 
     id: str
@@ -58,6 +60,7 @@ class Item:
     annotated: list[list[float]] | None = None
     voxel_size: float = 1.0
     voxel_size_declared: bool = True
+    contrast: str = DEFAULT_CONTRAST
 
     def as_dict(self) -> dict:
         """The item as a plain dict (what MONAI datasets and transforms consume)."""
@@ -67,6 +70,7 @@ class Item:
             "picks": None if self.picks is None else str(self.picks),
             "annotated": self.annotated,
             "voxel_size": self.voxel_size,
+            "contrast": self.contrast,
         }
 
 
@@ -79,6 +83,7 @@ class Manifest:
         ndim: 3 for tomograms, 2 for micrographs.
         voxel_size: default Å per voxel (or pixel).
         classes: declared particle classes.
+        contrast: default polarity of the images (``"dark"`` or ``"bright"``).
         splits: items of each split (``training``, ``unlabeled``, ``validation``, ``test``).
         path: the manifest file (None for one built in memory).
     """
@@ -89,6 +94,7 @@ class Manifest:
     classes: list[ParticleClass]
     splits: dict[str, list[Item]] = field(default_factory=dict)
     path: Path | None = None
+    contrast: str = DEFAULT_CONTRAST
 
     @property
     def class_names(self) -> list[str]:
@@ -172,6 +178,7 @@ class Manifest:
 
         declared = all(it.voxel_size_declared for items in self.splits.values() for it in items)
         out = {"name": self.name, "ndim": self.ndim, **({"voxel_size": self.voxel_size} if declared else {})}
+        out["contrast"] = self.contrast
         out["classes"] = [{"name": c.name, "radius": c.radius, "weight": c.weight} for c in self.classes]
         for split in SPLITS:
             if split not in self.splits:
@@ -185,6 +192,8 @@ class Manifest:
                     entry["annotated"] = [[round(float(v), 3) for v in box] for box in it.annotated]
                 if it.voxel_size_declared and (not declared or it.voxel_size != self.voxel_size):
                     entry["voxel_size"] = it.voxel_size
+                if it.contrast != self.contrast:
+                    entry["contrast"] = it.contrast
                 entries.append(entry)
             out[split] = entries
         return out
@@ -295,11 +304,12 @@ def load_manifest(path, root=None, check_files: bool = True, check_points: bool 
         fail("no 'classes' declared")
     if len({c.name for c in classes}) != len(classes):
         fail("class names must be unique")
-    unknown = set(raw) - {"name", "ndim", "voxel_size", "classes", "description", *SPLITS}
+    contrast = _check_contrast(raw.get("contrast", DEFAULT_CONTRAST), fail)
+    unknown = set(raw) - {"name", "ndim", "voxel_size", "contrast", "classes", "description", *SPLITS}
     if unknown:
         fail(f"unknown key(s) {sorted(unknown)}; splits are {list(SPLITS)}")
 
-    manifest = Manifest(str(raw.get("name", path.stem)), ndim, float(voxel_size), classes, {}, path)
+    manifest = Manifest(str(raw.get("name", path.stem)), ndim, float(voxel_size), classes, {}, path, contrast)
     seen = set()
     for split in SPLITS:
         if split not in raw:
@@ -325,7 +335,10 @@ def load_manifest(path, root=None, check_files: bool = True, check_points: bool 
             if boxes is not None:
                 boxes = _check_boxes(boxes, ndim, lambda m, w=where, i=item_id: fail(f"{w} ('{i}'): {m}"))
             item_voxel = float(entry.get("voxel_size", voxel_size))
-            items.append(Item(item_id, image, picks, boxes, item_voxel, "voxel_size" in entry or "voxel_size" in raw))
+            item_contrast = _check_contrast(entry.get("contrast", contrast), lambda m, w=where, i=item_id: fail(f"{w} ('{i}'): {m}"))
+            items.append(
+                Item(item_id, image, picks, boxes, item_voxel, "voxel_size" in entry or "voxel_size" in raw, item_contrast)
+            )
         manifest.splits[split] = items
 
     if check_points:
@@ -352,6 +365,12 @@ def voxel_size_mismatches(manifest: Manifest, tolerance: float = 0.01) -> list[s
             if header != 1.0 and abs(header - item.voxel_size) > tolerance * item.voxel_size:
                 found.append(f"{manifest.path}: {split} item '{item.id}': voxel size {item.voxel_size:g} Å in the manifest, {header:g} Å in the header of {item.image}")
     return found
+
+
+def _check_contrast(value, fail) -> str:
+    if value not in CONTRASTS:
+        fail(f"'contrast' must be one of {list(CONTRASTS)} (dark: protein darker than ice, as reconstructed), got {value!r}")
+    return value
 
 
 def _check_boxes(boxes, ndim, fail):

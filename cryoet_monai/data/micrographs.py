@@ -26,6 +26,7 @@ def manifest_from_micrographs(
     exemplars_micrograph: str | None = None,
     pixel_size: float | None = None,
     name: str = "micrographs",
+    contrast: str = "dark",
 ) -> Path:
     """Write a 2D manifest for few-shot picking of ``micrographs`` from the exemplars in one picks file.
 
@@ -43,6 +44,8 @@ def manifest_from_micrographs(
         pixel_size: Å per pixel; default the MRC micrographs' headers, else none is written (picking works in
             pixels; Å origin shifts of a STAR file then need the file's own ``rlnMicrographPixelSize``).
         name: data set name.
+        contrast: polarity of the micrographs: ``dark`` (protein darker than the ice, as recorded) or ``bright``
+            (inverted).
 
     Raises:
         ManifestError: naming the file and the problem (no micrographs, an unreadable or non-2D image, two files
@@ -94,9 +97,9 @@ def manifest_from_micrographs(
             if destination == Path(exemplars).resolve():
                 raise ManifestError(f"{exemplars}: the manifest would overwrite it with picks/{micrograph}.csv; write the manifest to another folder")
             written.append(write_picks(table[table["micrograph"] == micrograph], destination))
-            training.append(Item(micrograph, images[micrograph], written[-1], voxel_size=float(pixel_size), voxel_size_declared=declared))
-        test = [Item(micrograph, path, voxel_size=float(pixel_size), voxel_size_declared=declared) for micrograph, path in images.items() if micrograph not in order]
-        manifest = Manifest(name, 2, float(pixel_size), [ParticleClass(classes[0], diameter_px / 2.0)], {"training": training, "test": test})
+            training.append(Item(micrograph, images[micrograph], written[-1], voxel_size=float(pixel_size), voxel_size_declared=declared, contrast=contrast))
+        test = [Item(micrograph, path, voxel_size=float(pixel_size), voxel_size_declared=declared, contrast=contrast) for micrograph, path in images.items() if micrograph not in order]
+        manifest = Manifest(name, 2, float(pixel_size), [ParticleClass(classes[0], diameter_px / 2.0)], {"training": training, "test": test}, contrast=contrast)
         written.append(manifest.save(out))
         load_manifest(out)  # the manifest's own checks: non-2D images, exemplars outside their micrograph
     except ManifestError:

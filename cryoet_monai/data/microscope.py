@@ -13,8 +13,10 @@ Fourier-slice equivalent of torch-fourier-slice's ``project_3d_to_2d`` / ``backp
 without their cubic, padded Fourier volume (1260³ complex voxels for a full CZII tomogram), and they
 run in Y slabs so the full 630 × 630 × 184 size fits in a few GiB.
 
-Contrast convention: images and tomograms are contrast-inverted as usual in particle picking, so
-protein (denser than ice) is bright, like the density templates.
+Contrast convention: physical, as recorded and reconstructed. The weak-phase image of a potential V at
+underfocus is ``1 − 2σV ⊛ CTF`` (torch-ctf's CTF is positive at low frequency), so protein, denser than ice,
+is *dark* in the tilt images and, after phase flipping (which keeps the sign of the first CTF lobe) and
+back-projection, in the tomogram — as in IMOD, AreTomo and Warp reconstructions and the CryoET Data Portal.
 """
 
 from __future__ import annotations
@@ -172,7 +174,7 @@ def tilt_series(
 
     Returns:
         ``(images [tilt, y, x], angles in degrees, ctf [tilt, y, x // 2 + 1])`` with images in units of the
-        mean intensity (0 = no contrast), protein bright.
+        mean intensity (0 = no contrast), protein dark.
     """
     from torch_ctf import calculate_ctf_2d
 
@@ -197,7 +199,7 @@ def tilt_series(
     frequency = np.hypot(np.fft.fftfreq(ny)[:, None], np.fft.rfftfreq(nx)[None, :]) / voxel_size
     per_tilt = microscope.dose / n
     envelope = torch.from_numpy(exposure_filter(frequency, accumulated_dose(angles, microscope.dose), per_tilt))
-    images = torch.fft.irfft2(torch.fft.rfft2(2 * phase) * ctf * envelope, s=(ny, nx))
+    images = torch.fft.irfft2(torch.fft.rfft2(-2 * phase) * ctf * envelope, s=(ny, nx))  # I − 1 = −2σV ⊛ CTF
 
     thickness = np.zeros((ny, nx)) if ice_thickness is None else np.asarray(ice_thickness, dtype=float)
     for t, angle in enumerate(np.deg2rad(angles)):
@@ -214,10 +216,11 @@ def reconstruct(
     """Weighted back-projection of tilt images ``[tilt, y, x]`` into a ``[z, y, x]`` float32 volume.
 
     Args:
-        images: tilt images, protein bright.
+        images: tilt images.
         angles: tilt angles in degrees.
         nz: number of Z sections.
-        ctf: per-tilt rfft CTF; when given the images are phase-flipped first.
+        ctf: per-tilt rfft CTF (positive at low frequency); when given the images are phase-flipped first, which
+            keeps the contrast of the first CTF lobe (protein stays dark).
         slab: Y rows back-projected together.
     """
     if ctf is not None:
@@ -229,7 +232,7 @@ def reconstruct(
 def simulate_tomogram(
     potential: np.ndarray, voxel_size: float, microscope: Microscope, rng: np.random.Generator, ice_thickness=None
 ) -> np.ndarray:
-    """Tilt series + reconstruction of a potential ``[z, y, x]`` (V); returns a normalised float32 tomogram.
+    """Tilt series + reconstruction of a potential ``[z, y, x]`` (V); returns a normalised float32 tomogram, protein dark.
 
     Args:
         potential: potential above ice in volts.

@@ -6,7 +6,7 @@ like a real CZII run (``layout``) or packed without overlap at CZII-like counts,
 lipid vesicles, gold fiducials at the ice surfaces and an ice-thickness gradient. The microscope
 (:mod:`cryoet_monai.data.microscope`) turns the potential into a limited-angle tilt series with CTF and
 dose noise and reconstructs it by weighted back-projection. Output: ``tomograms/<id>.mrc`` (normalised
-float32, protein bright, voxel size in the header), ``picks/<id>.csv`` (Å, score 1, also written for
+float32, protein dark as in real reconstructions unless ``contrast="bright"``, voxel size in the header), ``picks/<id>.csv`` (Å, score 1, also written for
 unlabeled items, which the manifest lists without picks), ``manifest.json`` and ``synthesis.json``
 (the resolved settings; a re-run with the same settings skips finished tomograms).
 
@@ -30,6 +30,7 @@ from scipy.spatial.transform import Rotation
 from cryoet_monai import __version__
 from cryoet_monai.data import phantoms
 from cryoet_monai.data.atomic import atomic_path
+from cryoet_monai.data.contrast import check_contrast
 from cryoet_monai.data.manifest import SPLITS, Item, Manifest, ParticleClass
 from cryoet_monai.data.microscope import Microscope, simulate_tomogram
 from cryoet_monai.data.picks import make_picks, read_picks, write_picks
@@ -67,6 +68,8 @@ _COMMON = {
     "gold": (2, 6),  # min, max fiducials per tomogram
     "gold_radius": 50.0,  # Å (10 nm beads)
     "ice_texture": 0.3,  # std of the ice's structural noise (15 Å Gaussian field), relative to protein
+    "contrast": "dark",  # protein darker than ice, as reconstructed; "bright" writes the inverted tomograms
+    "decoys": (0, 0),  # min, max unannotated SHREC-species proteins per tomogram (look-alikes; need templates)
 }
 PRESETS: dict[str, dict] = {
     "tiny": {
@@ -133,6 +136,7 @@ def resolve_settings(preset: str, overrides: dict) -> dict:
         raise ValueError(f"shape must be (x, y, z) with at least 8 voxels per axis, got {settings['shape']}")
     if settings["species"] not in SPECIES_SETS:
         raise ValueError(f"unknown species set '{settings['species']}' (known: {sorted(SPECIES_SETS)})")
+    check_contrast(settings["contrast"], "synth")
     if not float(settings["voxel_size"]) > 0:
         raise ValueError(f"voxel_size must be positive Å, got {settings['voxel_size']}")
     settings["shape"], settings["voxel_size"] = shape, float(settings["voxel_size"])
@@ -237,6 +241,39 @@ def pack_particles(shape_xyz, voxel_size, bottom, top, settings, rng) -> pd.Data
     return pd.DataFrame(rows, columns=["particle_type", "x", "y", "z"])
 
 
+def place_decoys(shape_xyz, voxel_size, particles: pd.DataFrame, bottom, top, settings, rng, templates=None) -> pd.DataFrame:
+    """Unannotated proteins of other species (the SHREC set) in free spots of the ice: what a picker must not pick.
+
+    Args:
+        shape_xyz: volume in voxels.
+        voxel_size: Å per voxel.
+        particles: the annotated particles (Å), which decoys do not touch.
+        bottom: ice bottom (Å) at every ``[y, x]``.
+        top: ice top (Å).
+        settings: resolved preset; ``decoys`` is the (min, max) count.
+        rng: random generator.
+        templates: folder holding the SHREC ``<pdb>.mrc`` maps (none are placed without it).
+    """
+    low, high = settings["decoys"]
+    count = int(rng.integers(low, high + 1)) if high > 0 else 0
+    columns = ["particle_type", "x", "y", "z"]
+    if not count:
+        return pd.DataFrame(columns=columns)
+    if templates is None:
+        raise ValueError("decoys are SHREC-species proteins and need --templates (a folder with their <pdb>.mrc maps)")
+    xyz = particles[["x", "y", "z"]].to_numpy(dtype=float)
+    radii = np.array([bounding_radius(n) for n in particles["particle_type"]])
+    extent = np.asarray(shape_xyz) * voxel_size
+    rows = []
+    for species in rng.choice(np.array(SPECIES_SETS["shrec"], dtype=object), count):
+        z_range = (float(bottom.max()) + species.radius, float(top.min()) - species.radius)
+        centre = _free_spot(extent, xyz, radii, species.radius, z_range, rng)
+        if centre is not None:
+            rows.append((species.name, *centre))
+            xyz, radii = np.vstack([xyz, centre]), np.append(radii, species.radius)
+    return pd.DataFrame(rows, columns=columns)
+
+
 def _free_spot(extent, particles_xyz, particle_radii, radius, z_range, rng, tries: int = 100):
     """A centre (Å, x-y-z) whose sphere of ``radius`` touches no particle, or None."""
     lo, hi = z_range
@@ -264,7 +301,7 @@ def build_potential(
         phantoms.render_particle(density, name, np.array([z, y, x]) / voxel_size, voxel_size, rotation, templates)
 
     extent = np.asarray(shape_xyz) * voxel_size
-    xyz = particles[["x", "y", "z"]].to_numpy()
+    xyz = particles[["x", "y", "z"]].to_numpy(dtype=float)
     radii = np.array([bounding_radius(n) for n in particles["particle_type"]])
     half_ice = 0.5 * float(np.min(top - bottom))
     for _ in range(rng.integers(settings["vesicles"][0], settings["vesicles"][1] + 1)):
@@ -312,7 +349,7 @@ def _paste_at(volume, box, centre_xyz, voxel_size):
 def make_tomogram(
     item_id: str, rng: np.random.Generator, settings: dict, templates=None, layout=None
 ) -> tuple[np.ndarray, pd.DataFrame]:
-    """One synthetic tomogram (normalised ``[z, y, x]`` float32) and its picks table (Å).
+    """One synthetic tomogram (normalised ``[z, y, x]`` float32, in the ``contrast`` of ``settings``) and its picks table (Å).
 
     Args:
         item_id: tomogram id (a CZII run name when replaying ``layout``).
@@ -329,9 +366,13 @@ def make_tomogram(
         particles = read_layout(Path(layout) / item_id, shape, voxel_size)
         bottom = np.minimum(bottom, max(particles["z"].min() - 100.0, 0.0))  # the ice holds every replayed particle
         top = np.maximum(top, min(particles["z"].max() + 100.0, shape[2] * voxel_size))
-    potential = build_potential(shape, voxel_size, particles, bottom, top, settings, rng, templates)
+    decoys = place_decoys(shape, voxel_size, particles, bottom, top, settings, rng, templates)
+    rendered = pd.concat([particles, decoys], ignore_index=True) if len(decoys) else particles
+    potential = build_potential(shape, voxel_size, rendered, bottom, top, settings, rng, templates)
     microscope = Microscope(**{k: v for k, v in settings.items() if k in MICROSCOPE_FIELDS})
     tomogram = simulate_tomogram(potential, voxel_size, microscope, rng, ice_thickness=top - bottom)
+    if settings["contrast"] == "bright":
+        tomogram = -tomogram
     picks = make_picks(
         item_id, particles["particle_type"].to_numpy(), particles[["x", "y", "z"]].to_numpy(), 1.0, ndim=3
     )
@@ -362,7 +403,8 @@ def synthesize(
             positions are scaled to this preset's physical extent. None = random packing.
         progress: print one line per tomogram.
         overrides: preset keys or :class:`~cryoet_monai.data.microscope.Microscope` fields, e.g.
-            ``shape=(128, 128, 48)``, ``voxel_size=15``, ``n_tomograms=3``, ``tilt_max=50``, ``dose=80``.
+            ``shape=(128, 128, 48)``, ``voxel_size=15``, ``n_tomograms=3``, ``tilt_max=50``, ``dose=80``,
+            ``contrast="bright"`` (inverted tomograms; the manifest says so).
     """
     settings = resolve_settings(preset, overrides)
     for name, folder in (("templates", templates), ("layout", layout)):
@@ -404,6 +446,7 @@ def synthesize(
         3,
         settings["voxel_size"],
         [ParticleClass(s.name, s.radius, s.weight) for s in species],
+        contrast=settings["contrast"],
     )
     for index, item_id in enumerate(ordered):
         image, picks_path = out_dir / "tomograms" / f"{item_id}.mrc", out_dir / "picks" / f"{item_id}.csv"
@@ -428,6 +471,7 @@ def synthesize(
                 None if split == "unlabeled" else (out_dir / "picks" / f"{i}.csv").resolve(),
                 None,
                 settings["voxel_size"],
+                contrast=settings["contrast"],
             )
             for i in ids[split]
         ]

@@ -9,8 +9,8 @@ orientations, optionally mixed with unannotated decoys of another density. A par
   projection is rendered analytically.
 
 The projected potential is filtered by a weak-phase CTF (``-sin χ`` with amplitude contrast and a
-B-factor envelope; defocus per micrograph), contrast-inverted (protein bright, as in picking), placed
-on an ice gradient (a random plane plus a smooth low-frequency field) and buried in white Gaussian
+B-factor envelope; defocus per micrograph) as the detector records it, protein dark (``contrast="bright"``
+writes the inverted micrographs, and the manifest says so), placed on an ice gradient (a random plane plus a smooth low-frequency field) and buried in white Gaussian
 noise of ``snr`` (signal variance / noise variance). Outputs: ``micrographs/<id>.mrc`` (pixel size in
 the header), ``picks/<id>.csv`` (2D picks in pixels) and ``manifest.json`` (first micrograph
 ``training``, the rest ``test``).
@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from cryoet_monai.data.contrast import check_contrast
 from cryoet_monai.data.manifest import Item, Manifest, ParticleClass
 from cryoet_monai.data.picks import make_picks, write_picks
 from cryoet_monai.data.readers import read_mrc, write_mrc
@@ -99,9 +100,12 @@ def ice_gradient(shape, rng: np.random.Generator, strength: float) -> np.ndarray
     return field * strength / (field.std() + 1e-12)
 
 
-def render_micrograph(shape, placements, rng: np.random.Generator, pixel_size: float, defocus_um: float, snr: float, ice: float) -> np.ndarray:
+def render_micrograph(
+    shape, placements, rng: np.random.Generator, pixel_size: float, defocus_um: float, snr: float, ice: float, contrast: str = "dark"
+) -> np.ndarray:
     """One micrograph: each ``(x, y, particle)`` of ``placements`` pastes ``particle(rotation)`` (a 2D projection
-    whose centre is its middle, ``(size − 1) / 2``) at ``x, y``; then CTF, ice gradient and noise."""
+    whose centre is its middle, ``(size − 1) / 2``) at ``x, y``; then CTF (protein dark, or inverted for
+    ``contrast="bright"``), ice gradient and noise."""
     potential = np.zeros(shape)
     for x, y, particle in placements:
         stamp = particle(Rotation.random(random_state=rng))
@@ -111,7 +115,9 @@ def render_micrograph(shape, placements, rng: np.random.Generator, pixel_size: f
         stamp = ndimage.shift(stamp, corner - [y0, x0], order=1)
         ys, xs = slice(max(y0, 0), min(y0 + size, shape[0])), slice(max(x0, 0), min(x0 + size, shape[1]))
         potential[ys, xs] += stamp[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
-    signal = -np.real(np.fft.ifft2(np.fft.fft2(potential) * ctf(shape, pixel_size, defocus_um)))
+    signal = np.real(np.fft.ifft2(np.fft.fft2(potential) * ctf(shape, pixel_size, defocus_um)))  # I − 1 ∝ V ⊛ CTF
+    if contrast == "bright":
+        signal = -signal
     signal = signal / (signal.std() + 1e-12)
     noise = rng.normal(scale=1.0 / np.sqrt(snr), size=shape)
     return (signal + ice_gradient(shape, rng, ice) + noise).astype(np.float32)
@@ -149,6 +155,7 @@ def synthesize_micrographs(
     decoy_template: str | None = None,
     decoy_radius: float = 10.0,
     seed: int = 0,
+    contrast: str = "dark",
 ) -> Path:
     """Write synthetic micrographs, their picks and a 2D manifest; return the manifest path.
 
@@ -170,7 +177,9 @@ def synthesize_micrographs(
         decoy_template: file name in ``templates`` of the decoy density (procedural decoys without templates).
         decoy_radius: radius in pixels of procedural decoys.
         seed: random seed (everything is reproducible from it).
+        contrast: ``"dark"`` (protein darker than the ice, as recorded) or ``"bright"`` (inverted).
     """
+    check_contrast(contrast, "synthesize_micrographs")
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
     particle, radius = _particle_maker(templates, template, radius, pixel_size, rng)
@@ -181,9 +190,11 @@ def synthesize_micrographs(
         centres = place_particles(shape, max(radius, decoy_radius), num_particles + num_decoys, rng)
         kinds = rng.permutation(np.arange(len(centres)) < min(num_particles, len(centres)))
         placements = [(x, y, particle if is_particle else decoy) for (x, y), is_particle in zip(centres, kinds)]
-        image = render_micrograph(shape, placements, rng, pixel_size, rng.uniform(*defocus_um), snr, ice)
+        image = render_micrograph(shape, placements, rng, pixel_size, rng.uniform(*defocus_um), snr, ice, contrast)
         image_path = write_mrc(out / "micrographs" / f"{item_id}.mrc", image, pixel_size)
         picks_path = write_picks(make_picks(item_id, particle_type, centres[kinds], ndim=2), out / "picks" / f"{item_id}.csv")
-        splits["training" if index == 0 else "test"].append(Item(item_id, image_path.resolve(), picks_path.resolve(), voxel_size=pixel_size))
-    manifest = Manifest(f"synthetic-micrographs-{seed}", 2, pixel_size, [ParticleClass(particle_type, round(float(radius), 2))], splits)
+        item = Item(item_id, image_path.resolve(), picks_path.resolve(), voxel_size=pixel_size, contrast=contrast)
+        splits["training" if index == 0 else "test"].append(item)
+    particle_class = ParticleClass(particle_type, round(float(radius), 2))
+    manifest = Manifest(f"synthetic-micrographs-{seed}", 2, pixel_size, [particle_class], splits, contrast=contrast)
     return manifest.save(out / "manifest.json")

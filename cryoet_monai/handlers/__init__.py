@@ -2,7 +2,13 @@
 the model files (final weights only on completion, the weights of the best validation run, what they were trained
 for), and loading them with an error that names a model that does not fit."""
 
-from cryoet_monai.handlers.model_info import ModelInfoWriter, check_model_info, write_model_info
+from cryoet_monai.handlers.model_info import (
+    ModelInfoWriter,
+    check_model_info,
+    trained_contrast,
+    trained_voxel_size,
+    write_model_info,
+)
 from cryoet_monai.handlers.model_loader import ModelLoader, load_weights
 from cryoet_monai.handlers.model_saver import BestModelSaver, CompletedCheckpointSaver
 from cryoet_monai.handlers.picks_overlay import TensorBoardPicksOverlay
@@ -19,5 +25,7 @@ __all__ = [
     "TensorBoardReconstruction",
     "check_model_info",
     "load_weights",
+    "trained_contrast",
+    "trained_voxel_size",
     "write_model_info",
 ]

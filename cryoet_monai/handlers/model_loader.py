@@ -40,6 +40,7 @@ def load_weights(
     class_names: Sequence[str] | None = None,
     voxel_size: float | None = None,
     settings: Mapping[str, float] | None = None,
+    contrast: str | None = None,
 ) -> torch.nn.Module:
     """``network.load_state_dict(torch.load(path))`` for a plain state dict, failing with the file named when it does not fit.
 
@@ -51,8 +52,9 @@ def load_weights(
         class_names: this run's classes in channel order, checked against the ``model_info.json`` beside the file.
         voxel_size: this run's Å per voxel, checked likewise (see :func:`~cryoet_monai.handlers.model_info.check_model_info`).
         settings: this run's values of the settings ``model_info.json`` may record, checked likewise.
+        contrast: the polarity this run's network works in, checked likewise.
     """
-    check_model_info(path, class_names, voxel_size, settings)
+    check_model_info(path, class_names, voxel_size, settings, contrast=contrast)
     state = torch.load(path, map_location=map_location, weights_only=True)
     try:
         network.load_state_dict(state)
@@ -76,6 +78,7 @@ class ModelLoader(CheckpointLoader):
         class_names: this run's classes in channel order, checked against the ``model_info.json`` beside the file.
         voxel_size: this run's Å per voxel, checked likewise (see :func:`~cryoet_monai.handlers.model_info.check_model_info`).
         settings: this run's values of the settings ``model_info.json`` may record, checked likewise.
+        contrast: the polarity this run's network works in, checked likewise.
         kwargs: as ``monai.handlers.CheckpointLoader``.
     """
 
@@ -86,6 +89,7 @@ class ModelLoader(CheckpointLoader):
         class_names: Sequence[str] | None = None,
         voxel_size: float | None = None,
         settings: Mapping[str, float] | None = None,
+        contrast: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -93,9 +97,10 @@ class ModelLoader(CheckpointLoader):
         self.class_names = class_names
         self.voxel_size = voxel_size
         self.settings = settings
+        self.contrast = contrast
 
     def __call__(self, engine) -> None:
-        check_model_info(self.load_path, self.class_names, self.voxel_size, self.settings)
+        check_model_info(self.load_path, self.class_names, self.voxel_size, self.settings, contrast=self.contrast)
         try:
             super().__call__(engine)
         except RuntimeError as err:

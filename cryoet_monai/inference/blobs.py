@@ -65,19 +65,22 @@ class BlobPicker:
         return peaks_to_picks(points[keep], labels[keep], scores[keep], self.class_names, voxel_size, experiment)
 
 
-def pick_with_blobs(manifest_path, split: str, threshold_std: float = 4.0, dark: bool = False):
-    """Run the zero-label blob picker over a manifest split; returns one picks table."""
+def pick_with_blobs(manifest_path, split: str, threshold_std: float = 4.0):
+    """Run the zero-label blob picker over a manifest split (each image at the contrast its manifest declares);
+    returns one picks table."""
     import pandas as pd
     from tqdm import tqdm
 
     from cryoet_monai.data.manifest import load_manifest
     from cryoet_monai.data.picks import empty_picks
     from cryoet_monai.data.readers import read_image
+    from cryoet_monai.transforms.contrast import MatchContrast
 
     manifest = load_manifest(manifest_path)
-    picker = BlobPicker(manifest.class_names, [c.radius for c in manifest.classes], threshold_std, bright=not dark)
+    picker = BlobPicker(manifest.class_names, [c.radius for c in manifest.classes], threshold_std, bright=False)
+    to_dark = MatchContrast("dark")
     tables = []
     for item in tqdm(manifest.items(split), desc=f"blob picking {split}", unit="tomogram"):
         volume, _ = read_image(item.image)
-        tables.append(picker(volume, item.voxel_size, item.id))
+        tables.append(picker(to_dark(volume, item.contrast), item.voxel_size, item.id))
     return pd.concat(tables, ignore_index=True) if tables else empty_picks(manifest.ndim)

@@ -1,5 +1,6 @@
 """MONAI-style transforms for cryo-ET particle picking."""
 
+from cryoet_monai.transforms.contrast import MatchContrast, MatchContrastd
 from cryoet_monai.transforms.dropblock import WedgeDropBlock, WedgeDropBlock3d, WedgeDropBlockd, wedge_elongation
 from cryoet_monai.transforms.heatmap import (
     HeatmapToClassMap,
