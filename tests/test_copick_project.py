@@ -56,7 +56,7 @@ def test_curated_picks_become_a_loadable_manifest(project):
     assert raw["training"][0]["image"] == "project/static/ExperimentRuns/TS_1/VoxelSpacing10.012/wbp.zarr"
     assert raw["training"][0]["picks"] == "picks/TS_1.csv"
     manifest = load_manifest(path)  # checks every image header (OME-Zarr) and that picks lie inside
-    assert manifest.voxel_size == VOXEL
+    assert manifest.voxel_size == VOXEL and raw["contrast"] == "dark"  # as the CryoET Data Portal reconstructs
     assert [(c.name, c.radius, c.weight) for c in manifest.classes] == [
         ("ribosome", 150.0, 1.0), ("apo-ferritin", 60.0, 1.0), ("beta-amylase", 65.0, 0.0)]
     assert [it.id for it in manifest.items("training")] == ["TS_1"]
@@ -74,8 +74,9 @@ def test_user_filter_splits_and_overrides(project):
     base, config = project
     path = manifest_from_copick(config, base / "net" / "m.json", user_id="net", session_id="1",
                                 splits={"validation": ["TS_1"], "test": ["TS_2"]},
-                                classes={"beta-amylase": {"weight": 1}, "ribosome": {"radius": 140}})
+                                classes={"beta-amylase": {"weight": 1}, "ribosome": {"radius": 140}}, contrast="bright")
     manifest = load_manifest(path)
+    assert manifest.contrast == "bright" and manifest.items("test")[0].contrast == "bright"
     assert manifest.particle_class("beta-amylase").weight == 1 and manifest.particle_class("ribosome").radius == 140
     truth = manifest.truth("validation")
     assert truth[["x", "y", "z", "score"]].values.tolist() == [[300.0, 230.0, 150.0, 0.5]]

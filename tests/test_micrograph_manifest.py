@@ -32,7 +32,7 @@ def test_exemplar_micrograph_trains_and_the_rest_are_picked(synthetic, tmp_path)
     star = write_picks(truth[truth["micrograph"] == first].head(6), tmp_path / "manualpick.star")  # as RELION users have them
     out = manifest_from_micrographs(sorted(images.values()), star, diameter_px=16, out=tmp_path / "work" / "manifest.json")
     manifest = load_manifest(out)
-    assert manifest.ndim == 2 and [c.radius for c in manifest.classes] == [8.0]
+    assert manifest.ndim == 2 and [c.radius for c in manifest.classes] == [8.0] and manifest.contrast == "dark"
     assert manifest.voxel_size == pytest.approx(image_info(images[first])[1]) != 1.0  # pixel size from the MRC header
     assert [it.id for it in manifest.items("training")] == [first]
     assert sorted(it.id for it in manifest.items("test")) == sorted(set(images) - {first})
@@ -56,8 +56,10 @@ def test_the_micrograph_with_most_exemplars_comes_first_and_the_cli_writes_it(sy
     out = tmp_path / "manifest.json"
     folder = {path.parent for path in images.values()}
     assert len(folder) == 1  # the synthetic micrographs share a folder: pass the folder, as for thousands of files
-    assert main(["manifest", "from-micrographs", str(folder.pop()), "--exemplars", str(exemplars), "--diameter-px", "12", "--out", str(out)]) == 0
+    assert main(["manifest", "from-micrographs", str(folder.pop()), "--exemplars", str(exemplars), "--diameter-px", "12", "--out", str(out),
+                 "--contrast", "bright"]) == 0
     manifest = load_manifest(out)
+    assert manifest.contrast == "bright" and {it.contrast for it in manifest.items("test")} == {"bright"}
     assert [it.id for it in manifest.items("training")] == [b, a] and [it.id for it in manifest.items("test")] == [c]
     assert manifest.class_names == ["betagal"]
 

@@ -20,13 +20,13 @@ synthesize_spread('$work/spread', n_training=12, n_validation=3, seed=0,
 manifest="$work/spread/manifest.json"
 train_semietpicker() {
     OMP_NUM_THREADS=1 cryoet-monai run semietpicker train --manifest "$manifest" --output_dir "$work/semietpicker" \
-        --target_voxel_size "$voxel" --max_epochs 60 --epoch_length 50 --val_interval 30
+        --target_voxel_size "$voxel" --max_epochs 40 --epoch_length 50 --val_interval 20
     OMP_NUM_THREADS=1 cryoet-monai run semietpicker evaluate --manifest "$manifest" --output_dir "$work/semietpicker/tuned" \
         --model_path "$work/semietpicker/models/model.pt" --thresholds_path "$work/semietpicker/thresholds.json"
 }
 train_sasi() {
     OMP_NUM_THREADS=1 cryoet-monai run sasi train --manifest "$manifest" --output_dir "$work/sasi" --use_pretrained false \
-        --target_voxel_size "$voxel" --max_epochs 60 --epoch_length 25 --val_interval 30
+        --target_voxel_size "$voxel" --max_epochs 48 --epoch_length 25 --val_interval 24
     OMP_NUM_THREADS=1 cryoet-monai run sasi evaluate --manifest "$manifest" --output_dir "$work/sasi/tuned" \
         --model_path "$work/sasi/models/model.pt" --thresholds_path "$work/sasi/thresholds.json"
 }
