@@ -205,27 +205,41 @@ def _at_voxel_size(manifest_path: Path, item_id: str, voxel_size: float, out: Pa
 
 
 @pytest.mark.parametrize("config", TOP_LEVEL)
-def test_mixed_voxel_sizes_are_refused_unless_a_target_is_set(planted, tmp_path, config):
-    """Tomograms at 10 and 20 Å: at their own voxel sizes the network would see particles at two scales."""
+def test_mixed_voxel_sizes_are_refused_unless_a_voxel_size_is_known(planted, tmp_path, config):
+    """Tomograms at 10 and 20 Å: at their own voxel sizes the network would see particles at two scales. A run needs
+    --target_voxel_size, or (picking) weights whose model_info.json records the voxel size to resample to."""
+    from cryoet_monai.handlers import write_model_info
+    from cryoet_monai.transforms import ResampleToVoxelSized
+
     manifest = json.loads(planted.read_text())
     manifest["test"] = [{**manifest["test"][0], "voxel_size": 2 * VOXEL, "image": str(planted.parent / "test_0.mrc"),
                          "picks": str(planted.parent / "test_0.csv")}]
     mixed = tmp_path / "manifest.json"
     mixed.write_text(json.dumps({**manifest, **{s: [{**it, **{k: str(planted.parent / it[k]) for k in ("image", "picks") if k in it}}
                                                     for it in manifest[s]] for s in ("training", "validation", "unlabeled")}}))
+    picking = config in ("inference.yaml", "evaluate.yaml")
     parser = ConfigParser()
     parser.read_config(CONFIGS / config)
     parser["manifest"] = str(mixed)
+    if picking:
+        parser["model_path"] = str(tmp_path / "undescribed" / "model.pt")  # no model_info.json beside it
     with pytest.raises(Exception) as raised:
         parser.get_parsed_content("load_image")
     cause = raised.value
     while not isinstance(cause, ManifestError) and cause.__cause__ is not None:
         cause = cause.__cause__
     assert isinstance(cause, ManifestError) and "'test_0' (20 Å)" in str(cause) and "target_voxel_size" in str(cause)
+
+    def resampled_to():
+        parser.parse(reset=True)
+        return next(t for t in parser.get_parsed_content("load_image") if isinstance(t, ResampleToVoxelSized)).resample.voxel_size
+
     parser["target_voxel_size"] = 15.0
-    parser.parse(reset=True)
-    resample = parser.get_parsed_content("load_image")[2]
-    assert resample.resample.voxel_size == 15.0
+    assert resampled_to() == 15.0
+    if picking:
+        write_model_info(tmp_path / "described", ["ball", "dot"], 12.0)
+        parser.update({"target_voxel_size": None, "model_path": str(tmp_path / "described" / "model.pt")})
+        assert resampled_to() == 12.0
 
 
 def test_training_labels_of_a_resampled_tomogram_sit_at_the_particles(planted):

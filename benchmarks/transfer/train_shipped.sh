@@ -20,7 +20,7 @@ synthesize_spread('$work/spread', n_training=12, n_validation=3, seed=0,
 manifest="$work/spread/manifest.json"
 train_semietpicker() {
     OMP_NUM_THREADS=1 cryoet-monai run semietpicker train --manifest "$manifest" --output_dir "$work/semietpicker" \
-        --target_voxel_size "$voxel" --max_epochs 40 --epoch_length 50 --val_interval 20
+        --target_voxel_size "$voxel" --max_epochs 32 --epoch_length 50 --val_interval 16
     OMP_NUM_THREADS=1 cryoet-monai run semietpicker evaluate --manifest "$manifest" --output_dir "$work/semietpicker/tuned" \
         --model_path "$work/semietpicker/models/model.pt" --thresholds_path "$work/semietpicker/thresholds.json"
 }
