@@ -7,6 +7,7 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from monai.bundle import run
 
@@ -104,6 +105,18 @@ def test_bundle_pretrains_trains_and_picks(tmp_path, monkeypatch):
     expected = every[(every["particle_type"] == "large") & (every["score"] >= strict["large"])]
     assert len(every) > len(expected) > 0
     assert sorted(kept["score"].round(3)) == sorted(expected["score"].round(3))
+
+
+def test_training_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+    manifest = _manifest(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    common = {"manifest": str(manifest), "output_dir": str(tmp_path / "out"), "use_pretrained": False, "epoch_length": 2, **_args(TINY)}
+    run(config_file=str(CONFIGS / "train.yaml"), max_epochs=1, **common)
+    models = tmp_path / "out" / "models"
+    assert torch.load(models / "checkpoint_epoch=1.pt", weights_only=False)["trainer"]["iteration"] == 2
+    run(config_file=str(CONFIGS / "train.yaml"), max_epochs=2, **common)  # the same command, one epoch more
+    assert torch.load(models / "checkpoint_epoch=2.pt", weights_only=False)["trainer"]["iteration"] == 4  # went on
+    assert (models / "model.pt").is_file()
 
 
 @pytest.mark.parametrize("config", ["pretrain", "train", "inference", "evaluate"])
