@@ -106,6 +106,7 @@ def synthesize_spread(
     out = Path(out_dir)
     runs = [r for r in TRAINING_LAYOUT_RUNS if layout is not None and (Path(layout) / r).is_dir()]
     ids = [f"spread_{k:03d}" for k in range(n_training + n_validation)]
+    ranges = {**SPREAD, **(spread or {})}
     plans = []
     for k, item_id in enumerate(ids):
         rng = np.random.default_rng([seed, k])
@@ -113,8 +114,8 @@ def synthesize_spread(
         run = str(rng.choice(runs)) if runs and rng.random() < 0.5 else None
         plans.append({
             "id": item_id, "templates": with_templates, "layout_run": run,
-            "overrides": draw_acquisition(rng, with_templates, spread),
-            "background": round(float(rng.uniform(*{**SPREAD, **(spread or {})}["background"])), 3),
+            "overrides": draw_acquisition(rng, with_templates, ranges),
+            "background": round(float(rng.uniform(*ranges["background"])), 3),
         })
     plans = json.loads(json.dumps(plans, default=list))
     sources = {"seed": seed, "templates": None if templates is None else str(Path(templates).resolve()),
