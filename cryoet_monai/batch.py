@@ -98,7 +98,7 @@ class BatchPicker:
 
     def pick_item(self, item) -> None:
         """Run the bundle on one tomogram; the result appears only when complete."""
-        from cryoet_monai.cli import run_bundle
+        from cryoet_monai.runner import run_bundle
 
         work = Path(tempfile.mkdtemp(prefix=f".{item.id}.", dir=self.out / "items"))
         try:
@@ -152,7 +152,7 @@ class BatchPicker:
                 self.failure_path(item.id).unlink(missing_ok=True)
                 counts["done"] += 1
             except Exception as err:  # one bad tomogram must not stop the batch
-                from cryoet_monai.cli import root_cause
+                from cryoet_monai.runner import root_cause
 
                 err = root_cause(err)
                 counts["failed"] += 1

@@ -32,7 +32,7 @@ def run_demo(out="demo_output", preset: str = "tiny", seed: int = 1, templates=N
     Returns:
         The score dict of the test split.
     """
-    from cryoet_monai.cli import run_bundle
+    from cryoet_monai.runner import run_bundle
     from cryoet_monai.data.manifest import load_manifest
     from cryoet_monai.data.picks import read_picks, write_picks
     from cryoet_monai.data.readers import read_image

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import starfile
 
-from cryoet_monai.cli import image_id, main, parse_overrides, root_cause
+from cryoet_monai.cli import image_id, main, parse_overrides
+from cryoet_monai.runner import root_cause
 from cryoet_monai.data.picks import make_picks, write_picks
 from cryoet_monai.data.readers import write_mrc
 

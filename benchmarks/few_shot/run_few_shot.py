@@ -26,13 +26,14 @@ import pandas as pd
 from monai.bundle import run
 
 from cryoet_monai.bundles import bundle_dir
-from cryoet_monai.cli import parse_overrides, run_bundle
+from cryoet_monai.cli import parse_overrides
 from cryoet_monai.data.budgets import budget_manifest
 from cryoet_monai.data.manifest import load_manifest
 from cryoet_monai.data.picks import read_picks, write_picks
 from cryoet_monai.data.synthetic import synthesize
 from cryoet_monai.inference.thresholds import apply_thresholds, save_thresholds, tune_thresholds
 from cryoet_monai.metrics import score_picks
+from cryoet_monai.runner import run_bundle
 
 CONFIGS = bundle_dir("sasi") / "configs"
 ROWS = {  # row name: (pre-trained encoder, volume infill, consistency guidance)
@@ -51,9 +52,8 @@ CPU_PRESET = {  # small enough for 2 CPU cores; the bundle's defaults are for a 
     "pretrain": {"max_epochs": 1, "epoch_length": 40, "batch_size": 8, "learning_rate": 0.003},
     "train": {"max_epochs": 4, "epoch_length": 20, "batch_size": 2, "num_samples": 1, "learning_rate": 0.003, "consistency#weight": 1.0, "consistency#rampup_iterations": 20, "val_interval": 0},
     "inference": {"sw_batch_size": 8, "overlap": 0.25},
-    # the SaSi rows' schedule (iterations, batch, crop, learning rate), no validation during training; the heatmap
-    # loss the committed tables ran with (bundle default up to 0.1.3)
-    "semietpicker": {"max_epochs": 4, "epoch_length": 20, "batch_size": 2, "num_samples": 1, "learning_rate": 0.003, "val_interval": 0, "loss#_target_": "cryoet_monai.losses.HeatmapMSELoss"},
+    # the SaSi rows' schedule (iterations, batch, crop, learning rate), no validation during training
+    "semietpicker": {"max_epochs": 4, "epoch_length": 20, "batch_size": 2, "num_samples": 1, "learning_rate": 0.003, "val_interval": 0},
 }
 
 

@@ -22,12 +22,12 @@ import torch
 from monai.bundle import ConfigParser
 
 from cryoet_monai.bundles import bundle_dir
-from cryoet_monai.cli import run_bundle
 from cryoet_monai.data.manifest import load_manifest
 from cryoet_monai.data.picks import read_picks
 from cryoet_monai.engines.mean_teacher import latest_checkpoint
 from cryoet_monai.inference.thresholds import DEFAULT_CANDIDATES, apply_thresholds
 from cryoet_monai.metrics import score_picks
+from cryoet_monai.runner import run_bundle
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import burn_in  # noqa: E402

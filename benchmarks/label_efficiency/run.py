@@ -37,13 +37,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from cryoet_monai.cli import parse_overrides, run_bundle
+from cryoet_monai.cli import parse_overrides
 from cryoet_monai.data.budgets import budget_manifest
 from cryoet_monai.data.manifest import load_manifest
 from cryoet_monai.data.picks import read_picks, write_picks
 from cryoet_monai.inference.blobs import pick_with_blobs
 from cryoet_monai.inference.thresholds import DEFAULT_CANDIDATES, apply_thresholds, precision_thresholds, tune_thresholds
 from cryoet_monai.metrics import score_picks
+from cryoet_monai.runner import run_bundle
 
 HERE = Path(__file__).resolve().parent
 PRESETS = {

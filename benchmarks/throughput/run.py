@@ -31,10 +31,10 @@ from monai.bundle import ConfigParser
 from monai.inferers import sliding_window_inference
 
 from cryoet_monai.bundles import bundle_dir
-from cryoet_monai.cli import run_bundle
 from cryoet_monai.data.picks import read_picks
 from cryoet_monai.data.synthetic import synthesize
 from cryoet_monai.inference.exemplar import similarity_grid_shape
+from cryoet_monai.runner import run_bundle
 
 HERE = Path(__file__).resolve().parent
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from cryoet_monai.cli import run_bundle
 from cryoet_monai.data.manifest import load_manifest
 from cryoet_monai.data.picks import read_picks
 from cryoet_monai.data.readers import read_image, write_mrc
 from cryoet_monai.metrics import score_picks
+from cryoet_monai.runner import run_bundle
 from cryoet_monai.transforms import ResampleToVoxelSize
 
 HERE = Path(__file__).resolve().parent
