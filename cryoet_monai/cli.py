@@ -405,9 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerun", action="store_true", help="re-run the CPU benchmarks first (long)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("demo", help="synthesise a small tomogram, pick it, score it, draw the overlay")
+    p = sub.add_parser("demo", help="synthesise a bin-2 tomogram, pick it with the shipped model and the blob floor, score, draw the overlay")
     p.add_argument("--out", default="demo_output")
-    p.add_argument("--preset", default="tiny")
+    p.add_argument("--preset", default="demo")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--templates")
     p.add_argument("--layout")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.ndimage import gaussian_filter
 from scipy.spatial import cKDTree
 
 from cryoet_monai.data.picks import coord_columns, item_column
@@ -18,15 +19,25 @@ from cryoet_monai.data.picks import coord_columns, item_column
 CLASS_COLOURS = ("#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c", "#fabebe", "#008080", "#e6beff")
 
 
-def slab_image(volume: np.ndarray, z: int | None = None, thickness: int = 5) -> tuple[np.ndarray, int]:
-    """Mean of ``thickness`` slices around ``z`` (default the middle) of a ``[z, y, x]`` volume; 2D images pass through."""
+def slab_image(volume: np.ndarray, z: int | None = None, thickness: int = 5, sigma: float = 0.0) -> tuple[np.ndarray, int]:
+    """Mean of ``thickness`` slices around ``z`` (default the middle) of a ``[z, y, x]`` volume; 2D images pass through.
+
+    Args:
+        volume: ``[z, y, x]`` tomogram or ``[y, x]`` image.
+        z: slab centre (voxel index); the middle slice by default.
+        thickness: slices averaged.
+        sigma: Gaussian low-pass of the result for display (pixels; 0 = none), as viewers such as IMOD's 3dmod offer.
+    """
     if volume.ndim == 2:
-        return volume, 0
-    z = volume.shape[0] // 2 if z is None else int(z)
-    if not 0 <= z < volume.shape[0]:
-        raise ValueError(f"slice z={z} is outside the volume (0..{volume.shape[0] - 1})")
-    lo, hi = max(z - thickness // 2, 0), min(z + thickness // 2 + 1, volume.shape[0])
-    return volume[lo:hi].mean(axis=0), z
+        image = volume
+        z = 0
+    else:
+        z = volume.shape[0] // 2 if z is None else int(z)
+        if not 0 <= z < volume.shape[0]:
+            raise ValueError(f"slice z={z} is outside the volume (0..{volume.shape[0] - 1})")
+        lo, hi = max(z - thickness // 2, 0), min(z + thickness // 2 + 1, volume.shape[0])
+        image = volume[lo:hi].mean(axis=0)
+    return (gaussian_filter(image.astype(np.float32), sigma) if sigma > 0 else image), z
 
 
 def classify_picks(pred_xyz: np.ndarray, true_xyz: np.ndarray, max_distance: float) -> tuple[np.ndarray, np.ndarray]:
@@ -136,6 +147,7 @@ def draw_overlay(
     thickness: int = 5,
     title: str = "",
     hit_fraction: float = 0.5,
+    sigma: float = 0.0,
 ) -> Path:
     """Write a PNG of a slab with picks circled by class colour.
 
@@ -150,8 +162,9 @@ def draw_overlay(
         thickness: slab thickness in voxels; picks within a radius of the slab are drawn.
         title: figure title.
         hit_fraction: hit rule, as in the score.
+        sigma: Gaussian low-pass of the slab for display (voxels; 0 = none).
     """
-    image, z = slab_image(volume, z, thickness)
+    image, z = slab_image(volume, z, thickness, sigma)
     fig = overlay_figure(image, picks, z if volume.ndim == 3 else None, voxel_size, radii, truth, thickness, title, hit_fraction)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

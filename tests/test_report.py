@@ -37,6 +37,9 @@ def test_report_command_writes_markdown_and_figures(tmp_path):
     nested = tmp_path / "benchmarks" / "few_shot" / "results"
     nested.mkdir(parents=True)
     pd.DataFrame([{"shots": 3, "seed": 0, "method": "plain U-Net", "score": 0.2, "mean_f1": 0.1, "F1 ribosome": 0.7}]).to_csv(nested / "results.csv", index=False)
+    (tmp_path / "benchmarks" / "transfer").mkdir()
+    transfer = {"method": ["semietpicker (shipped)"], "data": ["external"], "czii_score": [0.5955], "mean_f1": [0.3164], "ribosome f1": [0.4777], "ribosome recall": [0.974]}
+    pd.DataFrame(transfer).to_csv(tmp_path / "benchmarks" / "transfer" / "results.csv", index=False)
     (tmp_path / "benchmarks" / "micrographs").mkdir()
     (tmp_path / "benchmarks" / "micrographs" / "results.md").write_text("| a |\n")
     assert main(["report", "--out", str(tmp_path / "report"), "--benchmarks", str(tmp_path / "benchmarks")]) == 0
@@ -48,3 +51,4 @@ def test_report_command_writes_markdown_and_figures(tmp_path):
     assert "| semietpicker | cpu | 100 | 20 | 5 |" in text
     assert "[micrographs/results.md](../benchmarks/micrographs/results.md)" in text
     assert "| shots3 | plain U-Net | 1 | 0.200 | 0.100 | 0.70 |" in text
+    assert "| semietpicker (shipped) | external | 0.596 | 0.316 | 0.478 |" in text  # recall and precision left out

@@ -86,6 +86,12 @@ PRESETS: dict[str, dict] = {
         "voxel_size": 2 * CZII_VOXEL_SIZE,
         "splits": {s: len(r) for s, r in CZII_RUN_SPLITS.items()},
     },
+    "demo": {  # one czii-bin2 test tomogram: what `cryoet-monai demo` picks
+        **_COMMON,
+        "shape": (315, 315, 92),
+        "voxel_size": 2 * CZII_VOXEL_SIZE,
+        "splits": {"test": 1},
+    },
     "czii": {
         **_COMMON,
         "shape": CZII_SHAPE_XYZ,
@@ -395,7 +401,7 @@ def synthesize(
 
     Args:
         out_dir: output folder (created).
-        preset: one of :data:`PRESETS` (``tiny``, ``czii-bin2``, ``czii``, ``shrec``).
+        preset: one of :data:`PRESETS` (``tiny``, ``czii-bin2``, ``demo``, ``czii``, ``shrec``).
         seed: random seed; tomogram ``k`` uses the generator ``default_rng([seed, k])``.
         templates: folder of density maps ``<pdb>.mrc`` (bright protein, any voxel size); None = procedural
             (CZII species only: the ``shrec`` preset needs templates).
