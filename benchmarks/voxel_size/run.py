@@ -1,11 +1,10 @@
-"""Picking at the model's voxel size (`target_voxel_size`): the test tomograms of a data set, up-sampled 2× and
-picked with `--target_voxel_size` set to the original voxel size, against the same tomograms picked as they are.
+"""Picking at the model's voxel size with no flag: the test tomograms of a data set as they are, and up-sampled 2×
+(half the voxel size), picked by each shipped 3D model, which resamples every tomogram to the voxel size its
+`model_info.json` records.
 
-    cryoet-monai synth --out DATA --preset czii-bin2 --seed 0 --templates ../shared/data/templates_10A --layout ../shared/data/czii_picks
-    python benchmarks/voxel_size/run.py --data DATA --out OUT --semietpicker-model RUN/models/model.pt \
-        --semietpicker-thresholds RUN/thresholds.json
+    cryoet-monai synth --out DATA --preset czii-bin2 --seed 0 --layout ../shared/data/czii_picks
+    python benchmarks/voxel_size/run.py --data DATA --out OUT
 
-SemiETPicker picks with the given model and thresholds (a label-efficiency run), SaSi with its shipped model.
 Writes `results.md` here (or `--results`).
 """
 
@@ -48,22 +47,18 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="folder of a synthetic data set's manifest.json")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--semietpicker-model", required=True)
-    parser.add_argument("--semietpicker-thresholds", required=True)
     parser.add_argument("--results", type=Path, default=HERE / "results.md")
     args = parser.parse_args(argv)
     fine, voxel_size = upsampled_test_manifest(args.data, args.out / "upsampled")
-    runs = {"semietpicker": {"model_path": args.semietpicker_model, "thresholds_path": args.semietpicker_thresholds, "formats": ["csv", "star"]},
-            "sasi": {}}
     rows = []
-    for bundle, overrides in runs.items():
-        for name, manifest, extra in (("as it is", args.data / "manifest.json", {}), ("up-sampled 2×, --target_voxel_size", fine, {"target_voxel_size": voxel_size})):
-            out = args.out / bundle / ("native" if not extra else "upsampled")
-            run_bundle(bundle, "inference", {"manifest": str(manifest), "split": "test", "output_dir": str(out), **overrides, **extra})
+    for bundle in ("semietpicker", "sasi"):
+        for name, manifest, folder in (("as they are", args.data / "manifest.json", "native"), (f"up-sampled 2× ({voxel_size / 2:g} Å)", fine, "upsampled")):
+            out = args.out / bundle / folder
+            run_bundle(bundle, "inference", {"manifest": str(manifest), "split": "test", "output_dir": str(out)})
             result = score_picks(read_picks(out / "picks.csv"), load_manifest(manifest), "test")
             rows.append(f"| {bundle} | {name} | {result['score']:.3f} | {result['mean_f1']:.3f} |")
             print(rows[-1], flush=True)
-    text = ["# Picking at the model's voxel size", "", f"Test tomograms of `{args.data}` ({voxel_size:g} Å), CPU.", "",
+    text = ["# Picking at the model's voxel size, no flag", "", f"Test tomograms of `{args.data}` ({voxel_size:g} Å), shipped models, CPU.", "",
             "| bundle | test tomograms | CZII score | mean F1 |", "|---|---|---|---|", *rows, "",
             "Reproduce: `python benchmarks/voxel_size/run.py " + " ".join(argv if argv is not None else sys.argv[1:]) + "`"]
     args.results.write_text("\n".join(text) + "\n")
