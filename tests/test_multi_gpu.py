@@ -53,9 +53,13 @@ def test_semietpicker_two_process_gloo_training(tiny_manifest, tmp_path):
 
 
 def test_sasi_two_process_gloo_training(tiny_manifest, tmp_path):
-    torchrun("sasi", ["train.yaml", "multi_gpu.yaml"], ["--manifest", str(tiny_manifest), *SMALL, "--use_pretrained", "False"], tmp_path)
-    assert list((tmp_path / "models").glob("*.pt"))
+    args = ["--manifest", str(tiny_manifest), *SMALL, "--use_pretrained", "False"]
+    torchrun("sasi", ["train.yaml", "multi_gpu.yaml"], args, tmp_path)
+    assert (tmp_path / "models" / "model.pt").is_file()
+    assert [p.name for p in (tmp_path / "models").glob("checkpoint_*.pt")] == ["checkpoint_epoch=1.pt"], "rank 0 writes the epoch checkpoint"
     assert len(event_file_writers(tmp_path / "tensorboard")) == 1, "only rank 0 opens event files"
+    log = torchrun("sasi", ["train.yaml", "multi_gpu.yaml"], [*args, "--max_epochs", "2"], tmp_path)
+    assert "Epoch[2] Complete" in log and "Epoch[1] Complete" not in log, "a rerun resumes from the epoch-1 checkpoint"
 
 
 @pytest.mark.parametrize("config", ["pretrain.yaml", "pretrain_3d.yaml"])
