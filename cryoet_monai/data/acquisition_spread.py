@@ -22,8 +22,8 @@ from cryoet_monai.data.atomic import atomic_path
 from cryoet_monai.data.manifest import Item, Manifest, ParticleClass
 from cryoet_monai.data.picks import write_picks
 from cryoet_monai.data.readers import write_mrc
-from cryoet_monai.data.species import CZII_SPECIES
-from cryoet_monai.data.synthetic import _finished, make_tomogram, resolve_settings
+from cryoet_monai.data.species import SPECIES_SETS
+from cryoet_monai.data.synthetic import PRESETS, _finished, make_tomogram, resolve_settings
 
 SPREAD = {
     "voxel_size": (12.0, 25.0),  # Å
@@ -87,7 +87,8 @@ def smooth_background(shape_zyx, rng: np.random.Generator, amplitude: float) -> 
 
 
 def synthesize_spread(
-    out_dir, n_training: int, n_validation: int = 2, seed: int = 0, templates=None, layout=None, spread: dict | None = None
+    out_dir, n_training: int, n_validation: int = 2, seed: int = 0, templates=None, layout=None, spread: dict | None = None,
+    species: str = "czii",
 ) -> Path:
     """Write ``n_training + n_validation`` tomograms, each from its own acquisition, and a manifest; return its path.
 
@@ -102,26 +103,35 @@ def synthesize_spread(
         templates: folder of density maps (CZII species and, for decoys, the SHREC species); None = procedural only.
         layout: folder of CZII runs; :data:`TRAINING_LAYOUT_RUNS` among them are replayed for half the tomograms.
         spread: ranges replacing those of :data:`SPREAD`, e.g. ``{"extent_xy": (1500, 2000)}`` for small tomograms.
+        species: ``czii`` (the six CZII species) or ``generalist`` (pre-training: the SHREC templates and the
+            procedural families, never a CZII species; needs ``templates``, packs at random, no decoys, the
+            ``generalist`` preset's crowding scaled by the drawn one).
     """
     out = Path(out_dir)
-    runs = [r for r in TRAINING_LAYOUT_RUNS if layout is not None and (Path(layout) / r).is_dir()]
+    if species not in ("czii", "generalist"):
+        raise ValueError(f"species must be 'czii' or 'generalist', got {species!r}")
+    if species == "generalist" and templates is None:
+        raise ValueError("the generalist species include the SHREC templates: give --templates (a folder with their <pdb>.mrc maps)")
+    preset = "czii-bin2" if species == "czii" else species
+    runs = [r for r in TRAINING_LAYOUT_RUNS if species == "czii" and layout is not None and (Path(layout) / r).is_dir()]
     ids = [f"spread_{k:03d}" for k in range(n_training + n_validation)]
     ranges = {**SPREAD, **(spread or {})}
     plans = []
     for k, item_id in enumerate(ids):
         rng = np.random.default_rng([seed, k])
-        with_templates = templates is not None and rng.random() < 0.5
+        with_templates = templates is not None and (species != "czii" or rng.random() < 0.5)
         run = str(rng.choice(runs)) if runs and rng.random() < 0.5 else None
+        overrides = draw_acquisition(rng, with_templates and species == "czii", ranges)
+        overrides["crowding"] = round(overrides["crowding"] * PRESETS[preset]["crowding"], 3)
         plans.append({
-            "id": item_id, "templates": with_templates, "layout_run": run,
-            "overrides": draw_acquisition(rng, with_templates, ranges),
+            "id": item_id, "templates": with_templates, "layout_run": run, "overrides": overrides,
             "background": round(float(rng.uniform(*ranges["background"])), 3),
         })
     plans = json.loads(json.dumps(plans, default=list))
     sources = {"seed": seed, "templates": None if templates is None else str(Path(templates).resolve()),
-               "layout": None if layout is None else str(Path(layout).resolve())}
+               "layout": None if layout is None else str(Path(layout).resolve()), "species": species}
     record_path = out / "spread.json"
-    earlier = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    earlier = {"species": "czii", **json.loads(record_path.read_text())} if record_path.is_file() else {}
     done = {p["id"]: p for p in earlier.get("items", [])} if {k: earlier.get(k) for k in sources} == sources else {}
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(record_path) as tmp:
@@ -129,7 +139,7 @@ def synthesize_spread(
 
     items = []
     for k, plan in enumerate(plans):
-        settings = resolve_settings("czii-bin2", plan["overrides"])
+        settings = resolve_settings(preset, plan["overrides"])
         image, picks_path = out / "tomograms" / f"{plan['id']}.mrc", out / "picks" / f"{plan['id']}.csv"
         if not (done.get(plan["id"]) == plan and _finished(image, picks_path, settings["shape"])):
             start = time.perf_counter()
@@ -145,7 +155,8 @@ def synthesize_spread(
             print(f"spread: {plan['id']} ({k + 1}/{len(plans)}, {settings['voxel_size']:g} Å, {len(picks)} particles) "
                   f"{time.perf_counter() - start:.1f} s", flush=True)
         items.append(Item(plan["id"], image.resolve(), picks_path.resolve(), None, settings["voxel_size"]))
-    manifest = Manifest("synthetic-spread", 3, float(np.median([it.voxel_size for it in items])),
-                        [ParticleClass(s.name, s.radius, s.weight) for s in CZII_SPECIES])
+    manifest = Manifest("synthetic-spread" if species == "czii" else f"synthetic-spread-{species}", 3,
+                        float(np.median([it.voxel_size for it in items])),
+                        [ParticleClass(s.name, s.radius, s.weight) for s in SPECIES_SETS[species]])
     manifest.splits = {"training": items[:n_training], "validation": items[n_training:]}
     return manifest.save(out / "manifest.json")

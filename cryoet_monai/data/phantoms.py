@@ -3,7 +3,7 @@
 Densities are relative to the surrounding ice: 1 inside protein, 0 in ice, positive = denser than ice
 (bright, like the templates). A particle is either a density template (``<pdb>.mrc`` at any voxel size,
 rescaled here) or a built-in procedural look-alike of a CZII species with about the right mass and shape,
-so that a fresh machine needs no files. Shapes are evaluated in Å in the particle's own frame and rendered
+so that a fresh machine needs no files, or a procedural family of the pre-training set (:mod:`.families`). Shapes are evaluated in Å in the particle's own frame and rendered
 directly on the rotated output grid (no interpolation of a rendered copy).
 
 Orientation: a rotation matrix ``R`` (x-y-z) maps particle-frame coordinates to tomogram coordinates.
@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from cryoet_monai.data.families import FAMILIES_BY_NAME
 from cryoet_monai.data.readers import read_image
+from cryoet_monai.data.shapes import ellipsoid, fibonacci_sphere, shell, soft_inside
 from cryoet_monai.data.species import find_species
 
 LIPID_HEAD_DENSITY = 0.8  # relative to protein; lipid head groups are denser than ice
@@ -25,58 +27,35 @@ LIPID_TAIL_DENSITY = -0.25  # the hydrocarbon core is lighter than ice
 GOLD_DENSITY = 10.0  # gold's potential excess over ice is about ten times that of protein
 
 
-def _soft(signed_distance: np.ndarray, width: float) -> np.ndarray:
-    """1 inside, 0 outside, a linear ramp of ``width`` Å across the surface (anti-aliasing)."""
-    return np.clip(0.5 - signed_distance / width, 0.0, 1.0)
-
-
-def _ellipsoid(p: np.ndarray, centre, semi_axes, width: float) -> np.ndarray:
-    q = (p - np.asarray(centre, dtype=float)) / np.asarray(semi_axes, dtype=float)
-    return _soft((np.linalg.norm(q, axis=-1) - 1.0) * min(semi_axes), width)
-
-
-def _shell(p: np.ndarray, r_in: float, r_out: float, width: float) -> np.ndarray:
-    r = np.linalg.norm(p, axis=-1)
-    return _soft(np.maximum(r - r_out, r_in - r), width)
-
-
-def fibonacci_sphere(n: int) -> np.ndarray:
-    """``n`` nearly evenly spread unit vectors (x-y-z)."""
-    k = np.arange(n) + 0.5
-    polar = np.arccos(1 - 2 * k / n)
-    azimuth = np.pi * (1 + 5**0.5) * k
-    return np.stack([np.cos(azimuth) * np.sin(polar), np.sin(azimuth) * np.sin(polar), np.cos(polar)], axis=-1)
-
-
 def _apo_ferritin(p, w):
-    return _shell(p, 40.0, 62.0, w)  # 24-mer cage, 12 nm across, 8 nm cavity
+    return shell(p, 40.0, 62.0, w)  # 24-mer cage, 12 nm across, 8 nm cavity
 
 
 def _virus_like_particle(p, w):
-    body = _shell(p, 106.0, 128.0, w)  # about the mass of the 6n4v template
-    bumps = [_ellipsoid(p, 130.0 * d, (14.0, 14.0, 14.0), w) for d in fibonacci_sphere(72)]
+    body = shell(p, 106.0, 128.0, w)  # about the mass of the 6n4v template
+    bumps = [ellipsoid(p, 130.0 * d, (14.0, 14.0, 14.0), w) for d in fibonacci_sphere(72)]
     return np.maximum(body, np.max(bumps, axis=0))
 
 
 def _ribosome(p, w):
-    large = _ellipsoid(p, (0.0, 0.0, -30.0), (100.0, 95.0, 85.0), w)
-    small = _ellipsoid(p, (15.0, 0.0, 75.0), (85.0, 55.0, 45.0), w)
+    large = ellipsoid(p, (0.0, 0.0, -30.0), (100.0, 95.0, 85.0), w)
+    small = ellipsoid(p, (15.0, 0.0, 75.0), (85.0, 55.0, 45.0), w)
     return np.maximum(large, small)
 
 
 def _thyroglobulin(p, w):
     return np.maximum(
-        _ellipsoid(p, (0.0, 24.0, 0.0), (95.0, 28.0, 30.0), w), _ellipsoid(p, (0.0, -24.0, 0.0), (95.0, 28.0, 30.0), w)
+        ellipsoid(p, (0.0, 24.0, 0.0), (95.0, 28.0, 30.0), w), ellipsoid(p, (0.0, -24.0, 0.0), (95.0, 28.0, 30.0), w)
     )
 
 
 def _beta_galactosidase(p, w):
-    lobes = [_ellipsoid(p, (sx * 36.0, sy * 30.0, 0.0), (32.0, 32.0, 32.0), w) for sx in (-1, 1) for sy in (-1, 1)]
+    lobes = [ellipsoid(p, (sx * 36.0, sy * 30.0, 0.0), (32.0, 32.0, 32.0), w) for sx in (-1, 1) for sy in (-1, 1)]
     return np.max(lobes, axis=0)
 
 
 def _beta_amylase(p, w):
-    return _ellipsoid(p, (0.0, 0.0, 0.0), (32.0, 26.0, 24.0), w)
+    return ellipsoid(p, (0.0, 0.0, 0.0), (32.0, 26.0, 24.0), w)
 
 
 # name -> (density function of particle-frame Å coordinates, bounding radius in Å)
@@ -99,10 +78,10 @@ def _box_grid(radius: float, voxel_size: float, offset_zyx) -> np.ndarray:
 
 
 def procedural_particle(name: str, voxel_size: float, rotation: np.ndarray, offset_zyx=(0.0, 0.0, 0.0)) -> np.ndarray:
-    """Render a built-in look-alike of a CZII species.
+    """Render a built-in particle: a look-alike of a CZII species or a procedural family (:mod:`.families`).
 
     Args:
-        name: CZII class name (``apo-ferritin``, ``ribosome``, ...).
+        name: CZII class name (``apo-ferritin``, ``ribosome``, ...) or family name (``family-01``, ...).
         voxel_size: Å per voxel of the output.
         rotation: 3 × 3 matrix (x-y-z) from the particle frame to the tomogram frame.
         offset_zyx: sub-voxel offset of the particle centre from the box centre, in voxels.
@@ -110,9 +89,13 @@ def procedural_particle(name: str, voxel_size: float, rotation: np.ndarray, offs
     Returns:
         A cubic ``[z, y, x]`` density box of odd side centred (up to ``offset_zyx``) on the particle.
     """
-    if name not in PROCEDURAL:
-        raise KeyError(f"no procedural model for '{name}' (known: {sorted(PROCEDURAL)})")
-    shape_fn, radius = PROCEDURAL[name]
+    if name in FAMILIES_BY_NAME:
+        family = FAMILIES_BY_NAME[name]
+        shape_fn, radius = family.density, family.radius
+    elif name in PROCEDURAL:
+        shape_fn, radius = PROCEDURAL[name]
+    else:
+        raise KeyError(f"no procedural model for '{name}' (known: {sorted(PROCEDURAL) + sorted(FAMILIES_BY_NAME)})")
     points = _box_grid(radius, voxel_size, offset_zyx) @ np.asarray(rotation)  # row vectors: R^T p
     return shape_fn(points, voxel_size).astype(np.float32)
 
@@ -184,8 +167,9 @@ def template_path(templates, species_name: str) -> Path:
 
 
 def particle_density(name: str, voxel_size: float, rotation: np.ndarray, offset_zyx=(0.0, 0.0, 0.0), templates=None):
-    """A rotated particle box: from ``templates`` (folder of ``<pdb>.mrc``) when given, else procedural."""
-    if templates is None:
+    """A rotated particle box: from ``templates`` (folder of ``<pdb>.mrc``) when given, else procedural; families are
+    always procedural."""
+    if templates is None or name in FAMILIES_BY_NAME:
         return procedural_particle(name, voxel_size, rotation, offset_zyx)
     template = load_template(str(template_path(templates, name)), float(voxel_size))
     return rotate_template(template, rotation, offset_zyx)
@@ -235,4 +219,4 @@ def vesicle(radius: float, voxel_size: float, offset_zyx=(0.0, 0.0, 0.0)) -> np.
 def gold_bead(radius: float, voxel_size: float, offset_zyx=(0.0, 0.0, 0.0)) -> np.ndarray:
     """A gold fiducial: a very dense solid sphere of ``radius`` Å."""
     r = np.linalg.norm(_box_grid(radius, voxel_size, offset_zyx), axis=-1)
-    return (GOLD_DENSITY * _soft(r - radius, voxel_size)).astype(np.float32)
+    return (GOLD_DENSITY * soft_inside(r - radius, voxel_size)).astype(np.float32)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cryoet_monai.data.families import FAMILIES
+
 CZII_VOXEL_SIZE = 10.012  # Å, the challenge tomograms (630 × 630 × 184 voxels)
 
 
@@ -58,13 +60,17 @@ SHREC_SPECIES = tuple(
     )
 )
 SHREC_PDBS = tuple(s.pdb for s in SHREC_SPECIES)
-SPECIES_SETS = {"czii": CZII_SPECIES, "shrec": SHREC_SPECIES}
+# Pre-training species: the twelve SHREC templates and the procedural families; never a CZII species, so that the
+# CZII classes stay new to a network pre-trained on them. Families have no template (``pdb`` empty).
+GENERALIST_SPECIES = SHREC_SPECIES + tuple(Species(f.name, f.radius, 1.0, "") for f in FAMILIES)
+SPECIES_SETS = {"czii": CZII_SPECIES, "shrec": SHREC_SPECIES, "generalist": GENERALIST_SPECIES}
 
 
 def find_species(name: str) -> Species:
-    """Look up a CZII or SHREC species by class name."""
-    for s in (*CZII_SPECIES, *SHREC_SPECIES):
+    """Look up a CZII, SHREC or procedural-family species by class name."""
+    known = (*CZII_SPECIES, *GENERALIST_SPECIES)
+    for s in known:
         if s.name == name:
             return s
-    raise KeyError(f"unknown species '{name}' (known: {[s.name for s in (*CZII_SPECIES, *SHREC_SPECIES)]})")
+    raise KeyError(f"unknown species '{name}' (known: {[s.name for s in known]})")
 

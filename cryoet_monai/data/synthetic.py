@@ -12,7 +12,8 @@ unlabeled items, which the manifest lists without picks), ``manifest.json`` and 
 
 The ``shrec`` preset holds the twelve SHREC'19-'21 species instead (class names are PDB ids, all score
 weights 1), packed at random, 40 of each per SHREC-sized volume; it needs ``templates`` (there are no
-procedural look-alikes of them).
+procedural look-alikes of them). The ``generalist`` preset, for pre-training, holds those twelve and the twelve
+procedural families of :mod:`~cryoet_monai.data.families` at half that density — never a CZII species.
 """
 
 from __future__ import annotations
@@ -98,6 +99,14 @@ PRESETS: dict[str, dict] = {
         "voxel_size": CZII_VOXEL_SIZE,
         "splits": {s: len(r) for s, r in CZII_RUN_SPLITS.items()},
         "slab": 32,
+    },
+    "generalist": {  # pre-training: SHREC templates and procedural families, never a CZII species
+        **_COMMON,
+        "species": "generalist",
+        "shape": (315, 315, 92),
+        "voxel_size": 2 * CZII_VOXEL_SIZE,
+        "splits": {s: len(r) for s, r in CZII_RUN_SPLITS.items()},
+        "crowding": 0.5,  # 24 classes at SHREC's per-class density would pack the ice twice as full
     },
     "shrec": {
         **_COMMON,
@@ -401,10 +410,10 @@ def synthesize(
 
     Args:
         out_dir: output folder (created).
-        preset: one of :data:`PRESETS` (``tiny``, ``czii-bin2``, ``demo``, ``czii``, ``shrec``).
+        preset: one of :data:`PRESETS` (``tiny``, ``czii-bin2``, ``demo``, ``czii``, ``shrec``, ``generalist``).
         seed: random seed; tomogram ``k`` uses the generator ``default_rng([seed, k])``.
         templates: folder of density maps ``<pdb>.mrc`` (bright protein, any voxel size); None = procedural
-            (CZII species only: the ``shrec`` preset needs templates).
+            (CZII species only: the ``shrec`` and ``generalist`` presets need templates).
         layout: folder of CZII runs ``<run>/<class>.json`` (copick, Å at 10.012 Å/voxel in 630 × 630 × 184);
             positions are scaled to this preset's physical extent. None = random packing.
         progress: print one line per tomogram.
@@ -418,13 +427,14 @@ def synthesize(
             raise FileNotFoundError(f"{name} folder not found: {folder}")
     species = SPECIES_SETS[settings["species"]]
     if settings["species"] != "czii":
+        templated = [s for s in species if s.pdb]  # procedural families have none
         if templates is None:
             raise ValueError(
                 f"preset '{preset}' needs --templates: a folder with "
-                f"{', '.join(s.pdb + '.mrc' for s in species)} (e.g. polnet's data/templates/mrcs_10A); "
-                "procedural particles exist only for the CZII species"
+                f"{', '.join(s.pdb + '.mrc' for s in templated)} (e.g. polnet's data/templates/mrcs_10A); "
+                "procedural particles exist only for the CZII species and the procedural families"
             )
-        missing = [s.pdb for s in species if not (Path(templates) / f"{s.pdb}.mrc").is_file()]
+        missing = [s.pdb for s in templated if not (Path(templates) / f"{s.pdb}.mrc").is_file()]
         if missing:
             raise FileNotFoundError(f"templates {missing} (<pdb>.mrc) not found in {templates}")
         if layout is not None:
