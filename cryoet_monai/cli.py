@@ -52,7 +52,8 @@ def parse_overrides(tokens: list[str]) -> dict:
 
 
 def _literal(value: str):
-    """``3`` → 3, ``1e-3`` → 0.001, ``[32, 64]`` → list, ``true`` → True; anything else stays a string."""
+    """``3`` → 3, ``1e-3`` → 0.001, ``[32, 64]`` → list, ``true`` → True, ``null`` / ``None`` → None; anything else stays
+    a string."""
     for convert in (int, float):
         try:
             return convert(value)
@@ -62,6 +63,8 @@ def _literal(value: str):
         parsed = yaml.safe_load(value)
     except yaml.YAMLError:
         return value
+    if parsed is None or value == "None":
+        return None
     return parsed if isinstance(parsed, (list, bool)) else value
 
 

@@ -80,6 +80,7 @@ def test_view_finds_the_item_of_a_dotted_file_name(make_manifest, tmp_path):
 def test_parse_overrides_keeps_paths_as_strings():
     got = parse_overrides(["--manifest", "1.json", "--epochs", "3", "--lr=1e-3", "--roi_size", "[32, 64, 64]", "--output_dir", "007"])
     assert got == {"manifest": "1.json", "epochs": 3, "lr": 1e-3, "roi_size": [32, 64, 64], "output_dir": "007"}
+    assert parse_overrides(["--pretrained", "null", "--model_path", "None", "--name", "nullable"]) == {"pretrained": None, "model_path": None, "name": "nullable"}
 
 
 def test_evaluate_reads_relion5_star_with_the_manifest_geometry(make_manifest, tmp_path, capsys):

@@ -13,11 +13,14 @@ import torch
 from monai.bundle import ConfigParser, verify_net_in_out
 
 from cryoet_monai.bundles import bundle_dir
+from cryoet_monai.cli import main
 from cryoet_monai.data.manifest import ManifestError, load_manifest
 from cryoet_monai.data.picks import make_picks, read_picks, write_picks
 from cryoet_monai.data.readers import write_mrc
 from cryoet_monai.data.star import star_geometry
+from cryoet_monai.handlers import write_model_info
 from cryoet_monai.metrics import score_picks
+from cryoet_monai.networks import HeatmapNet
 
 CONFIGS = bundle_dir("semietpicker") / "configs"
 TOP_LEVEL = ["train.yaml", "train_semi.yaml", "inference.yaml", "evaluate.yaml"]
@@ -301,3 +304,21 @@ def test_training_crops_are_centred_on_a_rare_class_as_often_as_on_a_common_one(
     crops = [crop for _ in range(60) for crop in dataset[0]]
     with_rare = np.mean([crop["label"][0].max().item() > 0.99 for crop in crops])
     assert 0.2 < with_rare < 0.5, with_rare
+
+
+def test_fine_tuning_weights_of_other_classes_at_another_voxel_size(planted, tmp_path):
+    """--pretrained weights of three other classes at 5 Å: the planted 10 Å tomograms are resampled to 5 Å, the backbone
+    is loaded and the run's model is for the manifest's two classes; without them training works at the manifest's 10 Å."""
+    torch.manual_seed(0)
+    source = tmp_path / "generalist"
+    source.mkdir()
+    torch.save(HeatmapNet(3, filters=(8, 16, 32)).state_dict(), source / "model.pt")
+    write_model_info(source, ["a", "b", "c"], 5.0)
+    common = ["--manifest", str(planted), *SMALL, "--crop_size", "[16, 32, 32]", "--num_samples", "1", "--max_epochs", "1", "--epoch_length", "2"]
+    _bundle("train.yaml", tmp_path, *common, "--output_dir", str(tmp_path / "tuned"), "--pretrained", str(source / "model.pt"))
+    info = json.loads((tmp_path / "tuned" / "models" / "model_info.json").read_text())
+    assert info == {"class_names": ["ball", "dot"], "voxel_size": 5.0, "contrast": "dark"}
+    tuned = torch.load(tmp_path / "tuned" / "models" / "model.pt")
+    assert tuned["output_block.conv.conv.weight"].shape[0] == 2
+    assert main(["run", "semietpicker", "train", *common, "--output_dir", str(tmp_path / "scratch"), "--pretrained", "null"]) == 0
+    assert json.loads((tmp_path / "scratch" / "models" / "model_info.json").read_text())["voxel_size"] == VOXEL

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import torch
 from monai.handlers import CheckpointLoader
 
-from cryoet_monai.handlers.model_info import check_model_info
+from cryoet_monai.handlers.model_info import check_model_info, read_model_info
+
+logger = logging.getLogger(__name__)
 
 MISMATCH_HINT = (
     "a model only fits a network built for the classes and network settings it was trained with (one output channel "
@@ -41,6 +44,7 @@ def load_weights(
     voxel_size: float | None = None,
     settings: Mapping[str, float] | None = None,
     contrast: str | None = None,
+    head: str | None = None,
 ) -> torch.nn.Module:
     """``network.load_state_dict(torch.load(path))`` for a plain state dict, failing with the file named when it does not fit.
 
@@ -53,17 +57,40 @@ def load_weights(
         voxel_size: this run's Å per voxel, checked likewise (see :func:`~cryoet_monai.handlers.model_info.check_model_info`).
         settings: this run's values of the settings ``model_info.json`` may record, checked likewise.
         contrast: the polarity this run's network works in, checked likewise.
+        head: name of the network's output head (e.g. ``output_block``). When the weights were trained for other
+            classes (their ``model_info.json`` says so, or the head's shapes differ), every other tensor is loaded
+            and the head keeps its fresh initialisation: fine-tuning a trained backbone to this run's classes.
+            None refuses weights of other classes.
     """
-    check_model_info(path, class_names, voxel_size, settings, contrast=contrast)
+    fresh_head = head is not None and _other_classes(network, path, head, class_names, map_location)
+    check_model_info(path, None if fresh_head else class_names, voxel_size, settings, contrast=contrast)
     state = torch.load(path, map_location=map_location, weights_only=True)
+    if fresh_head:
+        state = {k: v for k, v in state.items() if not k.startswith(f"{head}.")}
     try:
-        network.load_state_dict(state)
+        missing, unexpected = network.load_state_dict(state, strict=not fresh_head)
     except RuntimeError as err:
         mismatch = weights_mismatch(path, err, option)
         if mismatch is None:
             raise
         raise mismatch from err
+    if fresh_head:
+        head_keys = sorted(k for k in network.state_dict() if k.startswith(f"{head}."))
+        if sorted(missing) != head_keys or unexpected:
+            raise ValueError(f"{path}: only the output head '{head}' may differ from this network, but {sorted(set(missing) - set(head_keys)) + sorted(unexpected)} do")
+        logger.info(f"{path}: backbone loaded; the output head '{head}' starts afresh for {list(class_names or [])}")
     return network
+
+
+def _other_classes(network: torch.nn.Module, path, head: str, class_names, map_location) -> bool:
+    """Whether the weights in ``path`` were trained for other classes than ``class_names`` (by their model_info.json,
+    else by the shapes of the head's tensors)."""
+    info = read_model_info(path)
+    if info is not None and info["class_names"] is not None and class_names is not None:
+        return info["class_names"] != [str(c) for c in class_names]
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    own = network.state_dict()
+    return any(k in state and state[k].shape != v.shape for k, v in own.items() if k.startswith(f"{head}."))
 
 
 class ModelLoader(CheckpointLoader):

@@ -1,0 +1,85 @@
+"""Fine-tuning SemiETPicker weights to another class list: the backbone is loaded, the output head starts afresh."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cryoet_monai.handlers import load_weights, write_model_info
+from cryoet_monai.losses import HeatmapBCELoss
+from cryoet_monai.networks import HeatmapNet
+from cryoet_monai.transforms import render_heatmap
+
+FILTERS = (8, 16, 32)
+HEAD = "output_block"
+
+
+@pytest.fixture
+def trained_for_three_classes(tmp_path):
+    """Weights of a 3-class network (their model_info.json says so), initialised from another seed than the test's."""
+    torch.manual_seed(1)
+    network = HeatmapNet(3, filters=FILTERS)
+    torch.save(network.state_dict(), tmp_path / "model.pt")
+    write_model_info(tmp_path, ["ribosome", "proteasome", "ferritin"], 20.0)
+    return tmp_path / "model.pt", network.state_dict()
+
+
+def test_other_classes_load_the_backbone_and_a_fresh_head(trained_for_three_classes):
+    path, trained = trained_for_three_classes
+    torch.manual_seed(2)
+    network = HeatmapNet(2, filters=FILTERS)
+    fresh = {k: v.clone() for k, v in network.state_dict().items()}
+    load_weights(network, path, class_names=["ball", "dot"], voxel_size=20.0, head=HEAD)
+    loaded = network.state_dict()
+    backbone = [k for k in loaded if not k.startswith(f"{HEAD}.")]
+    assert backbone and all(torch.equal(loaded[k], trained[k]) for k in backbone)
+    head = [k for k in loaded if k.startswith(f"{HEAD}.")]
+    assert head and all(torch.equal(loaded[k], fresh[k]) for k in head)
+    assert loaded[f"{HEAD}.conv.conv.weight"].shape[0] == 2
+    assert torch.allclose(loaded[f"{HEAD}.conv.conv.bias"], torch.full((2,), -math.log(99.0)))  # the prior, not trained
+
+
+def test_other_classes_are_refused_without_a_head_and_the_same_classes_load_whole(trained_for_three_classes):
+    path, trained = trained_for_three_classes
+    with pytest.raises(ValueError, match="trained for the classes"):
+        load_weights(HeatmapNet(2, filters=FILTERS), path, class_names=["ball", "dot"])
+    same = load_weights(HeatmapNet(3, filters=FILTERS), path, class_names=["ribosome", "proteasome", "ferritin"], head=HEAD)
+    assert all(torch.equal(v, trained[k]) for k, v in same.state_dict().items())
+    with pytest.raises(ValueError, match="add --target_voxel_size 20"):
+        load_weights(HeatmapNet(2, filters=FILTERS), path, class_names=["ball", "dot"], voxel_size=10.0, head=HEAD)
+
+
+def test_weights_without_a_record_get_a_fresh_head_when_the_head_does_not_fit(trained_for_three_classes):
+    path, trained = trained_for_three_classes
+    (path.parent / "model_info.json").unlink()
+    network = load_weights(HeatmapNet(2, filters=FILTERS), path, class_names=["ball", "dot"], head=HEAD)
+    assert torch.equal(network.state_dict()["input_block.conv1.conv.weight"], trained["input_block.conv1.conv.weight"])
+
+
+def test_the_fine_tuning_loss_drops_on_a_tiny_volume(trained_for_three_classes):
+    """A few steps on two dark balls of each of two new classes: the loss of the new head falls."""
+    path, _ = trained_for_three_classes
+    torch.manual_seed(0)
+    network = load_weights(HeatmapNet(2, filters=FILTERS), path, class_names=["ball", "dot"], head=HEAD)
+    shape = (16, 32, 32)
+    centres = np.array([[8, 8, 8], [8, 24, 24], [8, 8, 24], [8, 24, 8]], dtype=float)
+    labels = np.array([0, 0, 1, 1])
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    volume = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 0.3
+    for (z, y, x), label in zip(centres, labels):
+        volume[torch.from_numpy((zz - z) ** 2 + (yy - y) ** 2 + (xx - x) ** 2 <= (4.0 if label == 0 else 2.0) ** 2)] -= 1.5
+    target = render_heatmap(centres, labels, [2.0, 1.0], shape, 2)[None]
+    loss_fn = HeatmapBCELoss()
+    optimizer = torch.optim.AdamW(network.parameters(), lr=2e-2)
+    losses = []
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss = loss_fn(network(volume[None, None]), target, torch.ones_like(target))
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.5 * losses[0], losses
+    info = json.loads((path.parent / "model_info.json").read_text())
+    assert info["class_names"] == ["ribosome", "proteasome", "ferritin"]  # loading never rewrites the source's record
