@@ -234,6 +234,13 @@ def targets(frame: pd.DataFrame, column: str = "mean_f1") -> list[str]:
     ]
 
 
+def synth_command(data: Path) -> str:
+    """The ``cryoet-monai synth`` command that made ``data``, from its ``synthesis.json``."""
+    record = json.loads((data / "synthesis.json").read_text())
+    sources = "".join(f" --{key} {record[key]}" for key in ("templates", "layout") if record.get(key))
+    return f"cryoet-monai synth --out {data} --preset {record['preset']} --seed {record['seed']}{sources}"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="folder with the synthetic data's manifest.json")
@@ -301,8 +308,8 @@ def main(argv=None) -> None:
         "Targets, mean F1 at thresholds tuned for F1 on validation (the blob floor has no thresholds to tune):",
         *targets(frame, "mean_f1_f1_thresholds"),
         "",
-        "Reproduce: `cryoet-monai synth --out DATA --preset czii-bin2 --seed 0 --templates ../shared/data/templates_10A "
-        "--layout ../shared/data/czii_picks`, then `python benchmarks/label_efficiency/run.py " + shlex.join(sys.argv[1:] if argv is None else argv) + "`",
+        f"Reproduce: `{synth_command(args.data)}`, then `python benchmarks/label_efficiency/run.py "
+        + shlex.join(sys.argv[1:] if argv is None else argv) + "`",
     ]
     args.results.write_text("\n".join(text) + "\n")
     print("\n".join(text))
