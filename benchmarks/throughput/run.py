@@ -20,7 +20,6 @@ import itertools
 import json
 import math
 import platform
-import shutil
 import time
 from pathlib import Path
 
@@ -148,11 +147,9 @@ def main(argv=None) -> None:
             bundle_s, bundle_picks = bundle_path(bundle, "pick_3d", cryomae_manifest, args.out / bundle, overrides)
             plain_s, plain_picks = plain_cryomae(cryomae_manifest, weights, device)
         else:
-            # the shipped weights without their models/model_info.json (trained at 20-25 Å): a timing on a 10 Å
-            # tomogram, whose picks are not scored
-            weights = args.out / "weights" / bundle / "model.pt"
-            weights.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(bundle_dir(bundle) / "models" / "model.pt", weights)
+            # the shipped weights as a user gets them: both paths resample the 10 Å tomogram to the voxel size their
+            # models/model_info.json records (the plain path reads the same model_path through the bundle's config)
+            weights = bundle_dir(bundle) / "models" / "model.pt"
             overrides = {"model_path": str(weights)} | ({"sw_batch_size": args.sw_batch_size} if args.sw_batch_size else {})
             bundle_s, bundle_picks = bundle_path(bundle, "inference", manifest, args.out / bundle, overrides)
             plain_s, plain_picks = plain_path(bundle, manifest, device)
