@@ -62,9 +62,9 @@ def load_weights(
             and the head keeps its fresh initialisation: fine-tuning a trained backbone to this run's classes.
             None refuses weights of other classes.
     """
-    fresh_head = head is not None and _other_classes(network, path, head, class_names, map_location)
-    check_model_info(path, None if fresh_head else class_names, voxel_size, settings, contrast=contrast)
     state = torch.load(path, map_location=map_location, weights_only=True)
+    fresh_head = head is not None and _other_classes(network, state, path, head, class_names)
+    check_model_info(path, None if fresh_head else class_names, voxel_size, settings, contrast=contrast)
     if fresh_head:
         state = {k: v for k, v in state.items() if not k.startswith(f"{head}.")}
     try:
@@ -82,13 +82,12 @@ def load_weights(
     return network
 
 
-def _other_classes(network: torch.nn.Module, path, head: str, class_names, map_location) -> bool:
-    """Whether the weights in ``path`` were trained for other classes than ``class_names`` (by their model_info.json,
-    else by the shapes of the head's tensors)."""
+def _other_classes(network: torch.nn.Module, state: Mapping[str, torch.Tensor], path, head: str, class_names) -> bool:
+    """Whether the weights ``state`` (from ``path``) were trained for other classes than ``class_names`` (by the
+    model_info.json beside ``path``, else by the shapes of the head's tensors)."""
     info = read_model_info(path)
     if info is not None and info["class_names"] is not None and class_names is not None:
         return info["class_names"] != [str(c) for c in class_names]
-    state = torch.load(path, map_location=map_location, weights_only=True)
     own = network.state_dict()
     return any(k in state and state[k].shape != v.shape for k, v in own.items() if k.startswith(f"{head}."))
 
