@@ -72,18 +72,19 @@ def run_demo(out="demo_output", preset: str = "demo", seed: int = 1, templates=N
         method = "semietpicker" if shipped_model() is not None else "blobs"
     picks_dir = out / "picks"
     print(f"[2/4] picking the test split with {method} and with the blob floor (no labels, no training)")
-    write_picks(pick_with_blobs(manifest_path, "test"), out / "blob_floor" / "picks.csv")
+    blobs = pick_with_blobs(manifest_path, "test")
+    write_picks(blobs, out / "blob_floor" / "picks.csv")
     if method == "semietpicker":  # the shipped model picks at the voxel size and contrast it was trained at
         run_bundle(method, "inference", {"manifest": str(manifest_path), "split": "test", "output_dir": str(picks_dir)})
     else:
-        write_picks(read_picks(out / "blob_floor" / "picks.csv", ndim=manifest.ndim), picks_dir / "picks.csv")
+        write_picks(blobs, picks_dir / "picks.csv")
     print("[3/4] scoring against the planted particles")
     pred = read_picks(picks_dir / "picks.csv", ndim=manifest.ndim)
     result = score_picks(pred, manifest, "test")
     if method == "blobs":
         print(format_score_table(result, manifest))
     else:
-        floor = score_picks(read_picks(out / "blob_floor" / "picks.csv", ndim=manifest.ndim), manifest, "test")
+        floor = score_picks(blobs, manifest, "test")
         print(format_comparison({f"{method} (shipped)": result, "blob floor": floor}, {c.name: c.weight for c in manifest.classes}))
     item = manifest.items("test")[0]
     volume, _ = read_image(item.image)
