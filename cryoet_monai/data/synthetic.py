@@ -72,6 +72,7 @@ _COMMON = {
     "contrast": "dark",  # protein darker than ice, as reconstructed; "bright" writes the inverted tomograms
     "decoys": (0, 0),  # min, max unannotated SHREC-species proteins per tomogram (look-alikes; need templates)
 }
+_CZII_BIN2 = {"shape": (315, 315, 92), "voxel_size": 2 * CZII_VOXEL_SIZE}  # the CZII tomograms binned by 2
 PRESETS: dict[str, dict] = {
     "tiny": {
         **_COMMON,
@@ -83,14 +84,12 @@ PRESETS: dict[str, dict] = {
     },
     "czii-bin2": {
         **_COMMON,
-        "shape": (315, 315, 92),
-        "voxel_size": 2 * CZII_VOXEL_SIZE,
+        **_CZII_BIN2,
         "splits": {s: len(r) for s, r in CZII_RUN_SPLITS.items()},
     },
     "demo": {  # one czii-bin2 test tomogram: what `cryoet-monai demo` picks
         **_COMMON,
-        "shape": (315, 315, 92),
-        "voxel_size": 2 * CZII_VOXEL_SIZE,
+        **_CZII_BIN2,
         "splits": {"test": 1},
     },
     "czii": {
@@ -103,8 +102,7 @@ PRESETS: dict[str, dict] = {
     "generalist": {  # pre-training: SHREC templates and procedural families, never a CZII species
         **_COMMON,
         "species": "generalist",
-        "shape": (315, 315, 92),
-        "voxel_size": 2 * CZII_VOXEL_SIZE,
+        **_CZII_BIN2,
         "splits": {s: len(r) for s, r in CZII_RUN_SPLITS.items()},
         "crowding": 0.5,  # 24 classes at SHREC's per-class density would pack the ice twice as full
     },
