@@ -35,6 +35,18 @@ def shared_data():
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def generalist_pool(tmp_path_factory):
+    """Four small tomograms of the generalist pre-training pool (three training, one validation) at their own voxel
+    sizes, synthesised once per test session from the reference templates."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"reference data not found at {SHARED_DATA}")
+    from cryoet_monai.data.acquisition_spread import synthesize_spread
+
+    small = {"extent_xy": (1500.0, 1800.0), "ice_thickness": (600.0, 800.0)}
+    return synthesize_spread(tmp_path_factory.mktemp("generalist_pool"), 3, 1, seed=0, templates=SHARED_DATA / "templates_10A", species="generalist", spread=small)
+
+
 @pytest.fixture
 def make_manifest(tmp_path):
     """Build a tiny 3D manifest: ``make_manifest(items={split: [(id, picks_rows, boxes)]})``.

@@ -83,3 +83,23 @@ def test_the_fine_tuning_loss_drops_on_a_tiny_volume(trained_for_three_classes):
     assert np.mean(losses[-5:]) < 0.5 * losses[0], losses
     info = json.loads((path.parent / "model_info.json").read_text())
     assert info["class_names"] == ["ribosome", "proteasome", "ferritin"]  # loading never rewrites the source's record
+
+
+def test_a_sasi_unet_of_other_classes_keeps_all_but_final_conv(tmp_path):
+    """SaSi's whole U-Net (not only its contrastive encoder) fine-tunes the same way: final_conv starts afresh."""
+    from cryoet_monai.networks.segmentation import segmentation_unet
+
+    features = (4, 4, 8, 8, 16, 4)
+    torch.manual_seed(1)
+    trained = segmentation_unet(3, features).state_dict()
+    torch.save(trained, tmp_path / "model.pt")
+    write_model_info(tmp_path, ["ribosome", "proteasome", "ferritin"], 20.0)
+    torch.manual_seed(2)
+    network = segmentation_unet(2, features)
+    fresh = {k: v.clone() for k, v in network.state_dict().items()}
+    loaded = load_weights(network, tmp_path / "model.pt", class_names=["ball", "dot"], voxel_size=20.0, head="final_conv").state_dict()
+    head = [k for k in loaded if k.startswith("final_conv.")]
+    assert head and all(torch.equal(loaded[k], fresh[k]) for k in head)
+    assert loaded["final_conv.weight"].shape[0] == 3  # background and the two new classes
+    decoder = [k for k in loaded if k.startswith("upcat_")]
+    assert decoder and all(torch.equal(loaded[k], trained[k]) for k in decoder)

@@ -1,6 +1,7 @@
 """The SaSi bundle end to end on a tiny volume: pre-train, fine-tune, then pick with `python -m monai.bundle run`."""
 
 import json
+import os
 import subprocess
 import sys
 import traceback
@@ -169,3 +170,40 @@ def test_shipped_weights_fit_the_default_network():
     network = segmentation_unet(6, features=features)  # the six CZII classes of the synthetic data
     network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     assert weights.stat().st_size < 5_000_000
+
+
+def test_fine_tunes_whole_unet_weights_of_other_classes_at_their_voxel_size(tmp_path, monkeypatch):
+    """--pretrained U-Net weights of three classes at 5 Å: the 10 Å tomograms are resampled to 5 Å, no contrastive
+    encoder is looked for, and the model is for the manifest's two classes; --pretrained null trains at 10 Å."""
+    from cryoet_monai.handlers import write_model_info
+    from cryoet_monai.networks.segmentation import segmentation_unet
+
+    manifest = _manifest(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    source = tmp_path / "generalist"
+    source.mkdir()
+    torch.save(segmentation_unet(3, _args(TINY)["features"]).state_dict(), source / "model.pt")
+    write_model_info(source, ["a", "b", "c"], 5.0)
+    common = {"manifest": str(manifest), "max_epochs": 1, "epoch_length": 2, "val_interval": 0, **_args(TINY)}
+    run(config_file=str(CONFIGS / "train.yaml"), output_dir=str(tmp_path / "tuned"), pretrained=str(source / "model.pt"), **common)
+    models = tmp_path / "tuned" / "models"
+    assert json.loads((models / "model_info.json").read_text()) == {"class_names": ["small", "large"], "voxel_size": 5.0, "contrast": "dark"}
+    assert torch.load(models / "model.pt")["final_conv.weight"].shape[0] == 3
+    run(config_file=str(CONFIGS / "train.yaml"), output_dir=str(tmp_path / "scratch"), pretrained=None, use_pretrained=False, **common)
+    assert json.loads((tmp_path / "scratch" / "models" / "model_info.json").read_text())["voxel_size"] == 10.0
+
+
+def test_generalist_pretraining_runs_on_a_pool_larger_than_its_cache(generalist_pool, tmp_path):
+    """pretrain_generalist.yaml over train.yaml: the generalist pool through a smart cache of two, resampled to
+    20.024 Å, no contrastive encoder; the weights record the 24 pre-training species."""
+    from cryoet_monai.data.species import GENERALIST_SPECIES
+
+    files = str([str(CONFIGS / "train.yaml"), str(CONFIGS / "pretrain_generalist.yaml")])
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--manifest", str(generalist_pool), "--output_dir", str(tmp_path / "run"),
+           *TINY, "--max_epochs", "2", "--epoch_length", "2", "--val_interval", "0", "--cache_num", "2"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "cache_num: 2" in result.stdout + result.stderr
+    info = json.loads((tmp_path / "run" / "models" / "model_info.json").read_text())
+    assert info == {"class_names": [s.name for s in GENERALIST_SPECIES], "voxel_size": 20.024, "contrast": "dark"}
+    assert torch.load(tmp_path / "run" / "models" / "model.pt")["final_conv.weight"].shape[0] == len(GENERALIST_SPECIES) + 1
