@@ -27,6 +27,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import resource
 import shlex
 import sys
 import time
@@ -37,6 +38,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from cryoet_monai.bundles import bundle_dir
 from cryoet_monai.cli import parse_overrides
 from cryoet_monai.data.budgets import budget_manifest
 from cryoet_monai.data.manifest import load_manifest
@@ -72,13 +74,20 @@ PRESETS = {
         "overlap": 0.25,
     },
 }
+# the generalist pre-trained weights (benchmarks/pretraining) the "from the generalist" rows fine-tune (--generalist)
+GENERALIST = bundle_dir("semietpicker") / "models" / "generalist" / "model.pt"
+# method: (config, overrides, start). Supervised rows start from random weights ("scratch") or from the generalist's
+# backbone with a fresh head; a teacher–student row starts from the supervised model of the same start.
 METHODS = {
-    "supervised": ("train", {}),
-    "teacher-student": ("train_semi", {}),
-    "teacher-student, no DropBlock": ("train_semi", {"dropblock#prob": 0.0}),
-    "teacher-student, single view": ("train_semi", {"teacher_views": [0]}),
+    "supervised": ("train", {}, "scratch"),
+    "teacher-student": ("train_semi", {}, "scratch"),
+    "teacher-student, no DropBlock": ("train_semi", {"dropblock#prob": 0.0}, "scratch"),
+    "teacher-student, single view": ("train_semi", {"teacher_views": [0]}, "scratch"),
+    "supervised, from the generalist": ("train", {}, "generalist"),
+    "teacher-student, from the generalist": ("train_semi", {}, "generalist"),
 }
 ABLATIONS = ("teacher-student, no DropBlock", "teacher-student, single view")
+SUPERVISED = {"scratch": "supervised", "generalist": "supervised, from the generalist"}
 # the weights a run is scored with: the last ones, or those of the best validation during training (BestModelSaver)
 WEIGHTS = {"last": "model.pt", "best": "model_best.pt"}
 
@@ -150,7 +159,10 @@ def train_tune_test(full: Path, manifest: Path, run: Path, config: str, override
     thresholds = run / "thresholds.json"
     if not (run / "models" / "model.pt").is_file():  # written only when training completes
         train_keys = {**preset["train"], **(preset["semi"] if config == "train_semi" else {})}
+        began = resource.getrusage(resource.RUSAGE_SELF)
         run_bundle("semietpicker", config, {"manifest": str(manifest), "output_dir": str(run), "seed": seed, **train_keys, **overrides})
+        ended = resource.getrusage(resource.RUSAGE_SELF)
+        (run / "training_cpu_seconds.txt").write_text(f"{ended.ru_utime + ended.ru_stime - began.ru_utime - began.ru_stime:.0f}\n")
     if not model.is_file():
         raise SystemExit(f"{run}: training left no {weights}; the best validation weights need validation during training (--train-set val_interval=5)")
     common = {"manifest": str(full), "model_path": str(model), "thresholds_path": str(thresholds), "sw_batch_size": preset["sw_batch_size"], "overlap": preset["overlap"]}
@@ -164,28 +176,39 @@ def train_tune_test(full: Path, manifest: Path, run: Path, config: str, override
         write_picks(apply_thresholds(read_picks(candidates, ndim=3), json.loads(thresholds.read_text())), run / "test" / "picks.csv")
 
 
-def run_chain(budget: str, seed: int, full: Path, out: Path, methods: list[str], ablation_budget: str, preset_name: str, collect_only: bool, start: float, pseudo_precision: float, train_settings: dict, semi_settings: dict, weights: str) -> list[dict]:
+def training_minutes(run: Path) -> float:
+    """CPU minutes the run's training took (NaN for runs from before they were recorded)."""
+    path = run / "training_cpu_seconds.txt"
+    return float(path.read_text()) / 60 if path.is_file() else float("nan")
+
+
+def run_chain(budget: str, seed: int, full: Path, out: Path, methods: list[str], ablation_budget: str, preset_name: str, collect_only: bool, start: float, pseudo_precision: float, train_settings: dict, semi_settings: dict, weights: str, generalist: Path) -> list[dict]:
     """Every method at one budget and seed, supervised first (teacher–student starts from it); the scored rows."""
     budget_manifest_path = budget_path(full, out, budget, seed)
     preset = PRESETS[preset_name]
+    starts = {"scratch": {"pretrained": None}, "generalist": {"pretrained": str(generalist)}}
     records = []
     for method in methods:
         if method in ABLATIONS and budget != ablation_budget:
             continue
-        config, overrides = METHODS[method]
-        overrides = {**train_settings, **overrides}
+        config, overrides, origin = METHODS[method]
+        supervised_settings = {**train_settings, **starts[origin]}
+        overrides = {**supervised_settings, **overrides}
         run = run_dir(out, budget, method, seed)
         if collect_only and not (run / "test" / "picks.csv").is_file():
             continue
         print(f"[{time.time() - start:7.0f} s] {budget} {method} seed {seed}", flush=True)
-        if config == "train_semi" and not (run / "models" / "model.pt").is_file():
-            supervised = run_dir(out, budget, "supervised", seed)
-            train_tune_test(full, budget_manifest_path, supervised, "train", train_settings, seed, preset, weights)
-            overrides = {**overrides, **burn_in(full, supervised, pseudo_precision, weights), **semi_settings}
+        minutes = 0.0
+        if config == "train_semi":
+            supervised = run_dir(out, budget, SUPERVISED[origin], seed)
+            if not (run / "models" / "model.pt").is_file():
+                train_tune_test(full, budget_manifest_path, supervised, "train", supervised_settings, seed, preset, weights)
+                overrides = {**overrides, **burn_in(full, supervised, pseudo_precision, weights), **semi_settings}
+            minutes = training_minutes(supervised)
         train_tune_test(full, budget_manifest_path, run, config, overrides, seed, preset, weights)
         row = {"method": method, "budget": budget, "seed": seed, "preset": preset_name}
         record = scored(run / "metrics.json", full, run / "test" / "picks.csv", row)
-        records.append({**record, "mean_f1_f1_thresholds": scored_at_f1_thresholds(run, full)})
+        records.append({**record, "mean_f1_f1_thresholds": scored_at_f1_thresholds(run, full), "training_cpu_minutes": minutes + training_minutes(run)})
     return records
 
 
@@ -193,7 +216,7 @@ def summarise(records: list[dict], class_names: list[str], weights: dict) -> pd.
     rows = []
     for r in records:
         row = {"method": r["method"], "budget": r["budget"], "seed": r["seed"], "score": r["score"], "mean_f1": r["mean_f1"],
-               "mean_f1_f1_thresholds": r.get("mean_f1_f1_thresholds", r["mean_f1"])}
+               "mean_f1_f1_thresholds": r.get("mean_f1_f1_thresholds", r["mean_f1"]), "training_cpu_minutes": r.get("training_cpu_minutes", 0.0)}
         row.update({f"f1:{c}": r["classes"][c]["f1"] for c in class_names})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -203,11 +226,12 @@ def markdown(frame: pd.DataFrame, class_names: list[str], weights: dict) -> str:
     scored_classes = [c for c in class_names if weights[c] > 0]
     grouped = frame.groupby(["budget", "method"], sort=False)
     lines = [
-        "| budget | method | seeds | CZII score | mean F1 | mean F1, F1 thresholds | " + " | ".join(scored_classes) + " |",
-        "|---|---|---|---|---|---|" + "---|" * len(scored_classes),
+        "| budget | method | seeds | CZII score | mean F1 | mean F1, F1 thresholds | training CPU min | " + " | ".join(scored_classes) + " |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(scored_classes),
     ]
     for (budget, method), g in grouped:
         cells = [budget, method, str(len(g))] + [f"{g[k].mean():.3f} ± {g[k].std(ddof=0):.3f}" for k in ("score", "mean_f1", "mean_f1_f1_thresholds")]
+        cells.append("–" if g["training_cpu_minutes"].isna().all() else f"{g['training_cpu_minutes'].mean():.1f}")
         cells += [f"{g[f'f1:{c}'].mean():.3f}" for c in scored_classes]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -227,10 +251,16 @@ def targets(frame: pd.DataFrame, column: str = "mean_f1") -> list[str]:
     ts10, sup100 = get("10%", "teacher-student"), get("100%", "supervised")
     floor = get("0 labels", "blob floor")
     trained = frame[frame.method != "blob floor"].groupby(["budget", "method"])[column].mean()
+    tuned1, tuned_ts1 = get("1%", "supervised, from the generalist"), get("1%", "teacher-student, from the generalist")
+    score = frame.groupby(["budget", "method"])["score"].mean()
+    tuned1_score = score.get(("1%", "supervised, from the generalist"), float("nan"))
+    scratch100_score = score.get(("100%", "supervised"), float("nan"))
     return [
         f"- teacher–student ≥ supervised + 0.10 mean F1 at 1 %: {ts1:.3f} vs {sup1:.3f} + 0.10 → {verdict(ts1 + sup1, ts1 >= sup1 + 0.10)}",
         f"- teacher–student at 10 % within 0.05 of supervised at 100 %: {ts10:.3f} vs {sup100:.3f} → {verdict(ts10 + sup100, ts10 >= sup100 - 0.05)}",
         f"- every trained row above the blob floor ({floor:.3f}): lowest trained row {trained.min():.3f} → {verdict(trained.min(), trained.min() > floor)}",
+        f"- 1 % fine-tuned from the generalist: CZII score ≥ 0.60 and ≥ the from-scratch 100 % model of the same schedule: {tuned1_score:.3f} vs {scratch100_score:.3f} → {verdict(tuned1_score + scratch100_score, tuned1_score >= max(0.60, scratch100_score))}",
+        f"- teacher–student from the generalist ≥ supervised from it + 0.05 mean F1 at 1 %: {tuned_ts1:.3f} vs {tuned1:.3f} + 0.05 → {verdict(tuned_ts1 + tuned1, tuned_ts1 >= tuned1 + 0.05)}",
     ]
 
 
@@ -255,8 +285,11 @@ def main(argv=None) -> None:
     parser.add_argument("--train-set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="override train.yaml / train_semi.yaml settings of every trained row, e.g. loss#_target_=cryoet_monai.losses.HeatmapMSELoss (with a new --out: finished runs are reused); repeatable")
     parser.add_argument("--semi-set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="override train_semi.yaml settings of the teacher–student rows, e.g. ema_decay=0.999; repeatable")
     parser.add_argument("--checkpoint", choices=sorted(WEIGHTS), default="last", help="score the last weights (model.pt) or those of the best validation during training (model_best.pt; needs --train-set val_interval=N); teacher–student starts from the same choice of the supervised run")
+    parser.add_argument("--generalist", type=Path, default=GENERALIST, help="pre-trained weights the 'from the generalist' rows fine-tune")
     parser.add_argument("--collect-only", action="store_true", help="only tabulate the rows that have finished; run nothing")
     args = parser.parse_args(argv)
+    if not args.collect_only and not args.generalist.is_file() and any(METHODS[m][2] == "generalist" for m in args.methods):
+        parser.error(f"no generalist weights at {args.generalist}: give --generalist, or leave out the 'from the generalist' methods")
 
     full = (args.data / "manifest.json").resolve()
     manifest = load_manifest(full)
@@ -271,7 +304,7 @@ def main(argv=None) -> None:
 
     chains = [(budget, seed) for budget in args.budgets for seed in args.seeds]
     train_settings, semi_settings = (parse_overrides([f"--{setting}" for setting in settings]) for settings in (args.train_set, args.semi_set))
-    work = partial(run_chain, full=full, out=args.out, methods=args.methods, ablation_budget=args.budgets[0], preset_name=args.preset, collect_only=args.collect_only, start=start, pseudo_precision=args.pseudo_precision, train_settings=train_settings, semi_settings=semi_settings, weights=WEIGHTS[args.checkpoint])
+    work = partial(run_chain, full=full, out=args.out, methods=args.methods, ablation_budget=args.budgets[0], preset_name=args.preset, collect_only=args.collect_only, start=start, pseudo_precision=args.pseudo_precision, train_settings=train_settings, semi_settings=semi_settings, weights=WEIGHTS[args.checkpoint], generalist=args.generalist.resolve())
     failed = []
     if args.workers > 1 and not args.collect_only:
         threads = max(1, (os.cpu_count() or 1) // args.workers)
@@ -296,8 +329,9 @@ def main(argv=None) -> None:
         "",
         f"Data: `{args.data}` (synthetic CZII replica, split by tomogram: {len(manifest.items('training'))} training, "
         f"{len(manifest.items('unlabeled'))} unlabeled, {len(manifest.items('validation'))} validation, {len(manifest.items('test'))} test). "
-        f"Preset `{args.preset}`: {preset}; pseudo-label precision {args.pseudo_precision}; training settings {train_settings or 'as the configs'}; teacher–student settings {semi_settings or 'as train_semi.yaml'}; scored weights `{WEIGHTS[args.checkpoint]}`. Thresholds tuned on validation; scores on test. Mean ± std over seeds {args.seeds}.",
-        "Per-class columns are F1 (scored classes) at the CZII thresholds. "
+        f"Preset `{args.preset}`: {preset}; pseudo-label precision {args.pseudo_precision}; training settings {train_settings or 'as the configs'}; teacher–student settings {semi_settings or 'as train_semi.yaml'}; scored weights `{WEIGHTS[args.checkpoint]}`; generalist weights `{args.generalist}`. Thresholds tuned on validation; scores on test. Mean ± std over seeds {args.seeds}.",
+        "Per-class columns are F1 (scored classes) at the CZII thresholds. Training CPU minutes: the training of the row (a "
+        "teacher–student row's supervised start included; the generalist's one-off pre-training not; – where not recorded). "
         + ("Rows collected from finished runs (--collect-only)." if args.collect_only else f"Wall time: {(time.time() - start) / 60:.1f} min."),
         "",
         markdown(frame, names, weights),
