@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,3 +104,44 @@ def test_a_sasi_unet_of_other_classes_keeps_all_but_final_conv(tmp_path):
     assert loaded["final_conv.weight"].shape[0] == 3  # background and the two new classes
     decoder = [k for k in loaded if k.startswith("upcat_")]
     assert decoder and all(torch.equal(loaded[k], trained[k]) for k in decoder)
+
+
+def test_shipped_generalist_records_its_provenance_and_fine_tunes(tmp_path):
+    """ship_generalist.py on a finished run: the weights alone, a model_info.json naming the 24 species with the
+    pool, schedule and training hours; loading them for two new classes gives the backbone and a fresh head."""
+    import runpy
+    import sys
+
+    from cryoet_monai.data.species import GENERALIST_SPECIES
+
+    work = tmp_path / "work"
+    names = [s.name for s in GENERALIST_SPECIES]
+    (work / "pool").mkdir(parents=True)
+    (work / "pool" / "manifest.json").write_text(json.dumps({"classes": [{"name": n, "radius": 50.0} for n in names], "training": [{}] * 3, "validation": [{}]}))
+    (work / "pool" / "spread.json").write_text(json.dumps({"seed": 0, "items": [{"overrides": {"voxel_size": v}} for v in (12.5, 24.0, 20.0, 18.0)]}))
+    models = work / "semietpicker" / "models"
+    models.mkdir(parents=True)
+    torch.manual_seed(1)
+    network = HeatmapNet(len(names), filters=FILTERS)
+    torch.save({"model": network.state_dict(), "trainer": {"iteration": 150, "epoch_length": 50, "max_epochs": 3}}, models / "checkpoint_epoch=3.pt")
+    torch.save(network.state_dict(), models / "model.pt")
+    write_model_info(models, names, 20.024)
+    log = [f"2026-12-07 10:00:{s:02d},000 - INFO - Epoch: 1/3, Iter: {i}/50 -- train_loss: 1.0" for i, s in enumerate((0, 3, 6), 1)]
+    log += ["2026-12-07 11:00:00,000 - INFO - Epoch: 2/3, Iter: 1/50 -- train_loss: 1.0"]  # after a pause: not counted
+    (work / "semietpicker.log").write_text("\n".join(log) + "\n")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "pretraining" / "ship_generalist.py"
+    dest = tmp_path / "shipped"
+    argv = sys.argv
+    sys.argv = [str(script), "--bundle", "semietpicker", "--work", str(work), "--dest", str(dest)]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    info = json.loads((dest / "model_info.json").read_text())
+    assert info["class_names"] == names and info["voxel_size"] == 20.024 and info["contrast"] == "dark"
+    provenance = info["provenance"]
+    assert provenance["data"]["voxel_size_range"] == [12.5, 24.0] and provenance["data"]["tomograms"] == {"training": 3, "validation": 1}
+    assert provenance["schedule"]["epochs_done"] == 3 and provenance["schedule"]["max_epochs"] == 3
+    assert provenance["training_hours_one_cpu_core"] == round(6 / 3600, 2)
+    tuned = load_weights(HeatmapNet(2, filters=FILTERS), dest / "model.pt", class_names=["ball", "dot"], voxel_size=20.024, head=HEAD)
+    assert torch.equal(tuned.state_dict()["input_block.conv1.conv.weight"], network.state_dict()["input_block.conv1.conv.weight"])

@@ -37,6 +37,7 @@ def write_model_info(
     voxel_size: float | None,
     settings: Mapping[str, float] | None = None,
     contrast: str | None = DEFAULT_CONTRAST,
+    provenance: Mapping | None = None,
 ) -> Path:
     """Write ``<folder>/model_info.json`` (atomically).
 
@@ -46,6 +47,8 @@ def write_model_info(
         voxel_size: Å per voxel the network works at (None: not tied to one).
         settings: config values the weights only fit when picking uses them too, e.g. ``{"target_radius_px": 16}``.
         contrast: the polarity the network works in (``"dark"``: protein darker than ice), None: not tied to one.
+        provenance: how shipped weights were made (data, schedule, cost; JSON values), recorded for readers and never
+            checked.
     """
     from cryoet_monai.data.atomic import atomic_path
 
@@ -56,6 +59,8 @@ def write_model_info(
     }
     if settings:
         info["settings"] = {str(k): float(v) for k, v in settings.items()}
+    if provenance:
+        info["provenance"] = dict(provenance)
     path = Path(folder) / MODEL_INFO
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

@@ -1,0 +1,98 @@
+"""Ship a generalist pre-training run's weights into a bundle: ``bundles/<bundle>/models/generalist/``.
+
+Copies the network's state dict (the final ``model.pt``, or the network of an epoch checkpoint) and writes the
+``model_info.json`` beside it: the 24 pre-training species as its classes (fine-tuning gives a fresh head for any
+other list), the voxel size and contrast it works at, and its provenance — the pool (tomograms, voxel sizes, seed,
+species), the schedule (epochs × iterations, crop, batch, learning rate) and the CPU hours the log shows.
+
+    python benchmarks/pretraining/ship_generalist.py --bundle semietpicker --work WORK [--checkpoint PATH]
+WORK is the folder of pretrain_generalist.sh (pool/, <bundle>/, <bundle>.log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import torch
+from monai.bundle import ConfigParser
+
+from cryoet_monai.bundles import bundle_dir
+from cryoet_monai.data.species import GENERALIST_SPECIES
+from cryoet_monai.engines import latest_checkpoint
+from cryoet_monai.handlers.model_info import read_model_info, write_model_info
+
+TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ - INFO - Epoch: (\d+)/\d+, Iter: \d+/\d+")
+
+
+def training_hours(log: Path, pause_seconds: float = 300.0) -> float:
+    """Hours between the log's iteration lines, leaving out pauses longer than ``pause_seconds`` (interruptions)."""
+    times = [datetime.datetime.fromisoformat(m.group(1)) for m in map(TIMESTAMP.match, log.read_text().splitlines()) if m]
+    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:])]
+    return sum(g for g in gaps if 0 <= g <= pause_seconds) / 3600
+
+
+def schedule(bundle: str, trainer: dict) -> dict:
+    """The pre-training schedule: the run's epochs (its trainer state) and the settings of ``bundle``'s train.yaml +
+    pretrain_generalist.yaml."""
+    configs = bundle_dir(bundle) / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "train.yaml"), str(configs / "pretrain_generalist.yaml")])
+    keys = ("batch_size", "num_samples", "learning_rate", "roi_size", "cache_num", "cache_replace_rate")
+    epochs = {"epochs_done": trainer["iteration"] // trainer["epoch_length"], "max_epochs": trainer["max_epochs"], "epoch_length": trainer["epoch_length"]}
+    return {**epochs, **{k: parser.config[k] for k in keys if k in parser.config}}
+
+
+def pool_summary(pool: Path) -> dict:
+    """What the pre-training pool holds, from its manifest and ``spread.json``."""
+    manifest = json.loads((pool / "manifest.json").read_text())
+    record = json.loads((pool / "spread.json").read_text())
+    voxel_sizes = [float(item["overrides"]["voxel_size"]) for item in record["items"]]
+    return {
+        "generator": "cryoet_monai.data.acquisition_spread.synthesize_spread(species='generalist')",
+        "seed": record["seed"],
+        "tomograms": {split: len(manifest.get(split, [])) for split in ("training", "validation")},
+        "voxel_size_range": [min(voxel_sizes), max(voxel_sizes)],
+        "species": [c["name"] for c in manifest["classes"]],
+        "held_out": "the six CZII species (never in pre-training)",
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", choices=["semietpicker", "sasi"], required=True)
+    parser.add_argument("--work", type=Path, required=True, help="folder of pretrain_generalist.sh")
+    parser.add_argument("--checkpoint", type=Path, help="an epoch checkpoint to ship instead of the final model.pt")
+    parser.add_argument("--dest", type=Path, help="where to write (default: bundles/<bundle>/models/generalist)")
+    args = parser.parse_args(argv)
+
+    run = args.work / args.bundle / "models"
+    source = args.checkpoint or run / "model.pt"
+    if not source.is_file():
+        parser.error(f"no weights at {source}: the run has not finished (give --checkpoint for an epoch checkpoint)")
+    state = torch.load(source, map_location="cpu", weights_only=False)
+    weights = state.get("model", state)
+    trainer = torch.load(args.checkpoint or latest_checkpoint(run, "checkpoint_*.pt"), map_location="cpu", weights_only=False)["trainer"]
+    info = read_model_info(source)
+    if info is None or info["class_names"] != [s.name for s in GENERALIST_SPECIES]:
+        raise SystemExit(f"{source}: not a generalist run (its model_info.json does not name the generalist species)")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    provenance = {
+        "made_by": f"benchmarks/pretraining/pretrain_generalist.sh, shipped by ship_generalist.py at commit {commit}",
+        "data": pool_summary(args.work / "pool"),
+        "schedule": schedule(args.bundle, trainer),
+        "training_hours_one_cpu_core": round(training_hours(args.work / f"{args.bundle}.log"), 2),
+    }
+    dest = args.dest or bundle_dir(args.bundle) / "models" / "generalist"
+    dest.mkdir(parents=True, exist_ok=True)
+    torch.save(weights, dest / "model.pt")
+    write_model_info(dest, info["class_names"], info["voxel_size"], info["settings"], info["contrast"], provenance=provenance)
+    print(f"{dest}: {(dest / 'model.pt').stat().st_size / 1e6:.1f} MB, {provenance['schedule']['epochs_done']} epochs, {provenance['training_hours_one_cpu_core']} h")
+
+
+if __name__ == "__main__":
+    main()
