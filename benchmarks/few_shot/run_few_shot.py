@@ -1,8 +1,10 @@
 """Few-shot benchmark of the SaSi bundle: N particles per class, ablation rows, CZII score and F1 on `test`.
 
 Rows: plain U-Net; + contrastive pre-training; + volume infill; + consistency guidance; + pre-training +
-infill (SaSi without consistency); full SaSi (all three); the SemiETPicker bundle's supervised ``train.yaml``
-on the same budget; and the zero-label blob floor (`cryoet-monai baseline`). Budgets come from
+infill (SaSi without consistency); full SaSi (all three); the plain U-Net and SaSi's infill + consistency
+started from the generalist U-Net (``--generalist``, benchmarks/pretraining) instead of random weights; the
+SemiETPicker bundle's supervised ``train.yaml`` on the same budget; and the zero-label blob floor
+(`cryoet-monai baseline`). Budgets come from
 ``budget_manifest(shots=N, seed=s)``; hyper-parameters are fixed in advance (no tuning on the test split).
 Both bundles tune per-class pick thresholds on `validation`, as their ``evaluate.yaml`` does; the SaSi rows
 also keep the score with every component (``untuned``). The encoder is pre-trained once (label-free) and
@@ -36,14 +38,18 @@ from cryoet_monai.metrics import score_picks
 from cryoet_monai.runner import run_bundle
 
 CONFIGS = bundle_dir("sasi") / "configs"
-ROWS = {  # row name: (pre-trained encoder, volume infill, consistency guidance)
-    "plain U-Net": (False, False, False),
-    "+ pre-training": (True, False, False),
-    "+ infill": (False, True, False),
-    "+ consistency": (False, False, True),
-    "+ pre-training + infill": (True, True, False),  # full SaSi without consistency guidance
-    "SaSi (all)": (True, True, True),
+ROWS = {  # row name: (pre-trained encoder, volume infill, consistency guidance, start from the generalist U-Net)
+    "plain U-Net": (False, False, False, False),
+    "+ pre-training": (True, False, False, False),
+    "+ infill": (False, True, False, False),
+    "+ consistency": (False, False, True, False),
+    "+ pre-training + infill": (True, True, False, False),  # full SaSi without consistency guidance
+    "SaSi (all)": (True, True, True, False),
+    # the whole U-Net from the generalist weights (--generalist; benchmarks/pretraining), a fresh output layer
+    "plain U-Net, from the generalist": (False, False, False, True),
+    "SaSi infill + consistency, from the generalist": (False, True, True, True),
 }
+GENERALIST = bundle_dir("sasi") / "models" / "generalist" / "model.pt"
 SEMIETPICKER = "SemiETPicker (supervised)"
 # synthetic presets (5 tomograms: 2 training, 1 unlabeled, 1 validation, 1 test) and their result tables
 RESULT_FILES = {"czii-bin2": "results.csv", "shrec": "results_shrec.csv"}
@@ -109,12 +115,15 @@ def tuned_score(full: Path, out: Path, split: str) -> None:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
 
-def train_and_score(budget: Path, full: Path, encoder: Path | None, row: str, out: Path, split: str, seed: int) -> dict:
+def train_and_score(budget: Path, full: Path, encoder: Path | None, row: str, out: Path, split: str, seed: int, generalist: Path) -> dict:
     metrics = out / "metrics.json"
     if metrics.is_file():
         return json.loads(metrics.read_text())
-    use_pretrained, infill, consistency = ROWS[row]
-    settings = {**CPU_PRESET["train"], "infill#enabled": infill, "initialize": [f"$monai.utils.set_determinism(seed={seed})"]}
+    use_pretrained, infill, consistency, from_generalist = ROWS[row]
+    settings = {**CPU_PRESET["train"], "infill#enabled": infill, "pretrained": str(generalist) if from_generalist else None}
+    settings["initialize"] = [f"$monai.utils.set_determinism(seed={seed})"] + (
+        ["$cryoet_monai.handlers.load_weights(@network, @pretrained, @device, class_names=@class_names, voxel_size=@voxel_size, contrast=@network_contrast, head='final_conv')"] if from_generalist else []
+    )
     if not consistency:
         settings["consistency#weight"] = 0.0
     encoder_path = {"pretrained_encoder": str(encoder)} if use_pretrained else {}
@@ -216,9 +225,12 @@ def main(argv=None) -> None:
     parser.add_argument("--split", default="test", help="split to score (`validation` for experiments on the defaults)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override SaSi fine-tuning settings, e.g. consistency#weight=0.1 (schedule keys also for SemiETPicker)")
     parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--generalist", type=Path, default=GENERALIST, help="pre-trained U-Net weights of the 'from the generalist' rows")
     parser.add_argument("--collect-only", action="store_true", help="only tabulate the finished runs under --out")
     parser.add_argument("--validation-only", action="store_true", help="only add `validation` scores and tuned thresholds to the finished SaSi runs")
     args = parser.parse_args(argv)
+    if not args.collect_only and not args.generalist.is_file() and any(row in ROWS and ROWS[row][3] for row in args.rows):
+        parser.error(f"no generalist weights at {args.generalist}: give --generalist, or leave out the 'from the generalist' rows")
 
     args.results.mkdir(parents=True, exist_ok=True)
     for key, value in parse_overrides([f"--{setting}" for setting in args.set]).items():
@@ -244,11 +256,11 @@ def main(argv=None) -> None:
         for seed in args.seeds:
             budget = budget_manifest(full, args.out / "budgets" / f"shots{shots}_seed{seed}" / "manifest.json", shots=shots, seed=seed)
             for row in args.rows:
-                run_dir = args.out / "runs" / f"shots{shots}" / f"seed{seed}" / row.strip("+ ").replace(" ", "_").replace("(", "").replace(")", "")
+                run_dir = args.out / "runs" / f"shots{shots}" / f"seed{seed}" / row.strip("+ ").replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
                 if row == SEMIETPICKER:
                     semietpicker_and_score(budget, full, run_dir, args.split, seed)
                 else:
-                    train_and_score(budget, full, encoder, row, run_dir, args.split, seed)
+                    train_and_score(budget, full, encoder, row, run_dir, args.split, seed, args.generalist.resolve())
                     if args.split != "validation":
                         validation_score(full, run_dir)
                         tuned_score(full, run_dir, args.split)
