@@ -32,7 +32,7 @@ import pandas as pd
 from cryoet_monai.data.manifest import load_manifest
 from cryoet_monai.data.masks import manifest_from_masks
 from cryoet_monai.data.picks import within_border
-from cryoet_monai.data.readers import read_image
+from cryoet_monai.data.readers import read_image, write_mrc
 from cryoet_monai.inference.exemplar import select_exemplars
 
 HERE = Path(__file__).resolve().parent
@@ -64,6 +64,15 @@ def run(cmd: list, log: Path) -> None:
         stream.write("$ " + " ".join(map(str, cmd)) + "\n")
         stream.flush()
         subprocess.run([str(c) for c in cmd], check=True, stdout=stream, stderr=subprocess.STDOUT)
+
+
+def as_mrc(item, folder: Path) -> Path:
+    """The item's micrograph as ``folder/<id>.mrc`` (values and pixel size unchanged)."""
+    path = folder / f"{item.id}.mrc"
+    if not path.is_file():
+        image, _ = read_image(item.image)
+        write_mrc(path, image.astype(np.float32), item.voxel_size)
+    return path
 
 
 def topaz_picks(path: Path, scale: int) -> pd.DataFrame:
@@ -98,8 +107,9 @@ def main(argv=None) -> None:
     processed = {}
     for split in ("training", "test"):
         processed[split] = args.out / "processed" / split
-        if not processed[split].is_dir():
-            run([topaz, "preprocess", "-s", args.scale, "-o", processed[split], *[item.image for item in manifest.items(split)]], log)
+        if not processed[split].is_dir():  # as MRC: topaz 0.3.20 preprocess fails on JPEG (PIL) images
+            micrographs = [as_mrc(item, args.out / "mrc") for item in manifest.items(split)]
+            run([topaz, "preprocess", "-s", args.scale, "-o", processed[split], *micrographs], log)
     targets = args.out / f"targets_seed{args.seed}.txt"
     pd.DataFrame({"image_name": str(train.id), "x_coord": np.round(exemplars["x"] / args.scale).astype(int), "y_coord": np.round(exemplars["y"] / args.scale).astype(int)}).to_csv(targets, sep="\t", index=False)
     shape = read_image(next(processed["training"].iterdir()))[0].shape
