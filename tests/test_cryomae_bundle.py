@@ -1,5 +1,6 @@
 """The CryoMAE bundle end to end: tiny pre-train + pick on a small synthetic micrograph, via monai.bundle run."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +150,28 @@ def test_pretraining_from_pretrained_weights_starts_from_them_and_skips_the_warm
     settings = {**common, "output_dir": tmp_path / "other", "pretrained": weights, "target_radius_px": 8}
     assert main(["run", "cryomae", "pretrain", *[f"--{key}={value}" for key, value in settings.items()]]) == 2
     assert "model.pt was trained with target_radius_px 10 " in capsys.readouterr().err
+
+
+def test_generalist_pretraining_reconstructs_every_micrograph_and_resumes(micrographs, tmp_path):
+    """pretrain_generalist.yaml over pretrain.yaml: masked reconstruction alone over every training micrograph (no
+    exemplars needed), epoch checkpoints, and the same command with more epochs goes on from the last one."""
+    import torch
+    from monai.bundle import ConfigParser, run
+
+    pool = json.loads(micrographs.read_text())
+    pool["training"] = [{**item, "image": str(micrographs.parent / item["image"])} for item in pool["training"] + pool.pop("test")]
+    for item in pool["training"]:
+        item.pop("picks", None)
+    (tmp_path / "pool.json").write_text(json.dumps(pool))
+    files = [str(CONFIGS / "pretrain.yaml"), str(CONFIGS / "pretrain_generalist.yaml")]
+    common = {"manifest": str(tmp_path / "pool.json"), "output_dir": str(tmp_path / "mae"), "batch_size": 2, "epoch_length": 2, **TINY}
+    parser = ConfigParser()
+    parser.read_config(files)
+    parser.update(common)
+    assert [item["id"] for item in parser.get_parsed_content("train#dataset#data")] == ["synth_000", "synth_001"]
+    run(config_file=files, max_epochs=1, **common)
+    models = tmp_path / "mae" / "models"
+    assert torch.load(models / "checkpoint_epoch=1.pt", weights_only=False)["trainer"]["iteration"] == 2
+    run(config_file=files, max_epochs=2, **common)
+    assert torch.load(models / "checkpoint_epoch=2.pt", weights_only=False)["trainer"]["iteration"] == 4
+    assert json.loads((models / "model_info.json").read_text())["settings"]["target_radius_px"] == 10.0
