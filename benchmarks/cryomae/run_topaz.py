@@ -39,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from run_benchmark import scores  # noqa: E402  (the CryoMAE benchmark's scoring, unchanged)
 
+STARTS = {"pretrained": "Topaz, shipped pretrained model fine-tuned", "scratch": "Topaz from scratch"}
 TOPAZ_REQUIREMENTS = ["topaz-em==0.3.20", "torch==2.13.0", "torchvision==0.28.0"]
 
 
@@ -93,6 +94,7 @@ def main(argv=None) -> None:
     parser.add_argument("--expected-particles", type=float, default=700.0, help="particles per micrograph, for --pi")
     parser.add_argument("--label-radius", type=int, default=3, help="topaz train -r: px around an exemplar centre taken as positive")
     parser.add_argument("--border", type=float, default=128.0, help="drop picks closer than this (original px) to an edge, as run_benchmark.py")
+    parser.add_argument("--starts", nargs="+", choices=list(STARTS), default=list(STARTS), help="fine-tune Topaz's pretrained model, train from scratch, or both")
     args = parser.parse_args(argv)
 
     topaz = topaz_command(args.venv)
@@ -115,15 +117,19 @@ def main(argv=None) -> None:
     shape = read_image(next(processed["training"].iterdir()))[0].shape
     pi = positive_share(args.expected_particles, args.label_radius, shape)
 
-    rows = []
+    results = args.out / f"results_topaz_seed{args.seed}.json"
+    rows = json.loads(results.read_text()) if results.is_file() else []
     epochs = 3
-    for start, flag in (("pretrained", "--pretrained"), ("scratch", "--no-pretrained")):
+    for start in args.starts:
+        label = STARTS[start]
+        if any(row["method"].startswith(label) for row in rows):
+            continue
         began = time.time()
         prefix = args.out / f"{start}_seed{args.seed}" / "model"
         prefix.parent.mkdir(parents=True, exist_ok=True)
         model = prefix.parent / f"model_epoch{epochs}.sav"
         if not model.is_file():
-            run([topaz, "train", flag, "--train-images", processed["training"], "--train-targets", targets, "--pi", f"{pi:.6f}",
+            run([topaz, "train", "--pretrained" if start == "pretrained" else "--no-pretrained", "--train-images", processed["training"], "--train-targets", targets, "--pi", f"{pi:.6f}",
                  "--radius", args.label_radius, "--num-epochs", epochs, "--epoch-size", args.updates // epochs, "--device", -1,
                  "--save-prefix", prefix, "-o", prefix.parent / "training.txt"], log)
         extracted = prefix.parent / "picks.txt"
@@ -136,14 +142,13 @@ def main(argv=None) -> None:
             kept.append(own[within_border(own[["x", "y"]].to_numpy(), read_image(item.image)[0].shape, args.border)])
         picks = pd.concat(kept, ignore_index=True)
         seconds = round(time.time() - began, 1)
-        label = "Topaz, shipped pretrained model fine-tuned" if start == "pretrained" else "Topaz from scratch"
         at_even_odds = picks[picks["score"] >= 0.0]
         rows.append({"table": "real", "seed": args.seed, "method": f"{label} ({args.updates} updates), score ≥ 0", "picks": len(at_even_odds), "seconds": seconds, "pi": pi, **scores(at_even_odds, manifest)})
         best = max((scores(picks[picks["score"] >= t], manifest) | {"threshold": float(t), "picks": int((picks["score"] >= t).sum())} for t in np.arange(-6.0, 6.01, 0.5)), key=lambda s: s["hit0.5"]["f1"])
         rows.append({"table": "real", "seed": args.seed, "method": f"{label} ({args.updates} updates), best test threshold (upper bound)", "seconds": seconds, "pi": pi, **best})
         print(json.dumps(rows[-2]), flush=True)
         print(json.dumps(rows[-1]), flush=True)
-    (args.out / f"results_topaz_seed{args.seed}.json").write_text(json.dumps(rows, indent=1) + "\n")
+        results.write_text(json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":
