@@ -48,6 +48,29 @@ def generalist_pool(tmp_path_factory):
 
 
 @pytest.fixture
+def pretrain_generalist(generalist_pool):
+    """``pretrain_generalist(bundle, out, *options)``: the bundle's train.yaml + pretrain_generalist.yaml on the
+    generalist pool, two epochs of two iterations through a smart cache of two tomograms, in a fresh process (as
+    ``python -m monai.bundle run``); returns the ``model_info.json`` it wrote."""
+    import os
+    import subprocess
+
+    from cryoet_monai.bundles import bundle_dir
+
+    def run(bundle: str, out: Path, *options: str) -> dict:
+        configs = bundle_dir(bundle) / "configs"
+        files = str([str(configs / "train.yaml"), str(configs / "pretrain_generalist.yaml")])
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--manifest", str(generalist_pool), "--output_dir", str(out),
+               *options, "--max_epochs", "2", "--epoch_length", "2", "--val_interval", "0", "--cache_num", "2"]
+        result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "cache_num: 2" in result.stdout + result.stderr
+        return json.loads((out / "models" / "model_info.json").read_text())
+
+    return run
+
+
+@pytest.fixture
 def make_manifest(tmp_path):
     """Build a tiny 3D manifest: ``make_manifest(items={split: [(id, picks_rows, boxes)]})``.
 

@@ -1,7 +1,6 @@
 """The SaSi bundle end to end on a tiny volume: pre-train, fine-tune, then pick with `python -m monai.bundle run`."""
 
 import json
-import os
 import subprocess
 import sys
 import traceback
@@ -193,17 +192,11 @@ def test_fine_tunes_whole_unet_weights_of_other_classes_at_their_voxel_size(tmp_
     assert json.loads((tmp_path / "scratch" / "models" / "model_info.json").read_text())["voxel_size"] == 10.0
 
 
-def test_generalist_pretraining_runs_on_a_pool_larger_than_its_cache(generalist_pool, tmp_path):
+def test_generalist_pretraining_runs_on_a_pool_larger_than_its_cache(pretrain_generalist, tmp_path):
     """pretrain_generalist.yaml over train.yaml: the generalist pool through a smart cache of two, resampled to
     20.024 Å, no contrastive encoder; the weights record the 24 pre-training species."""
     from cryoet_monai.data.species import GENERALIST_SPECIES
 
-    files = str([str(CONFIGS / "train.yaml"), str(CONFIGS / "pretrain_generalist.yaml")])
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--manifest", str(generalist_pool), "--output_dir", str(tmp_path / "run"),
-           *TINY, "--max_epochs", "2", "--epoch_length", "2", "--val_interval", "0", "--cache_num", "2"]
-    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "cache_num: 2" in result.stdout + result.stderr
-    info = json.loads((tmp_path / "run" / "models" / "model_info.json").read_text())
+    info = pretrain_generalist("sasi", tmp_path / "run", *TINY)
     assert info == {"class_names": [s.name for s in GENERALIST_SPECIES], "voxel_size": 20.024, "contrast": "dark"}
     assert torch.load(tmp_path / "run" / "models" / "model.pt")["final_conv.weight"].shape[0] == len(GENERALIST_SPECIES) + 1

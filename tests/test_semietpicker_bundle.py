@@ -324,16 +324,10 @@ def test_fine_tuning_weights_of_other_classes_at_another_voxel_size(planted, tmp
     assert json.loads((tmp_path / "scratch" / "models" / "model_info.json").read_text())["voxel_size"] == VOXEL
 
 
-def test_generalist_pretraining_runs_on_a_pool_larger_than_its_cache(generalist_pool, tmp_path):
+def test_generalist_pretraining_runs_on_a_pool_larger_than_its_cache(pretrain_generalist, tmp_path):
     """pretrain_generalist.yaml over train.yaml: four small generalist tomograms at their own voxel sizes, two in the
     smart cache at a time, resampled to 20.024 Å; the weights record the 24 pre-training species."""
     from cryoet_monai.data.species import GENERALIST_SPECIES
 
-    files = str([str(CONFIGS / "train.yaml"), str(CONFIGS / "pretrain_generalist.yaml")])
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--manifest", str(generalist_pool), "--output_dir", str(tmp_path / "run"),
-           *SMALL, "--crop_size", "[16, 32, 32]", "--num_samples", "1", "--max_epochs", "2", "--epoch_length", "2", "--val_interval", "0", "--cache_num", "2"]
-    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "cache_num: 2" in result.stdout + result.stderr
-    info = json.loads((tmp_path / "run" / "models" / "model_info.json").read_text())
+    info = pretrain_generalist("semietpicker", tmp_path / "run", *SMALL, "--crop_size", "[16, 32, 32]", "--num_samples", "1")
     assert info == {"class_names": [s.name for s in GENERALIST_SPECIES], "voxel_size": 20.024, "contrast": "dark"}
