@@ -12,7 +12,7 @@ micrographs is reported beside it as an upper bound that no user could choose, a
 ``--expected-particles`` picks of each micrograph (the count Topaz was told).
 
 Topaz installs its own torch; it lives in a virtual environment of its own (``--venv``, created on first use: pip
-``topaz-em==0.3.20`` with ``torch==2.13.0`` and ``torchvision==0.28.0`` from the package registry, about 3 GB of CUDA
+``topaz-em==0.3.20`` with ``torch==2.13.0`` and ``torchvision==0.28.0`` from the package registry, about 5 GB with CUDA
 libraries that run on the CPU; PyPI's torchvision does not load beside a CPU-only torch such as the project's).
 
     python benchmarks/cryomae/run_topaz.py --empiar ../shared/data/empiar10017_micrographs --venv TOPAZ_VENV --out OUT --seed 0
@@ -143,7 +143,10 @@ def main(argv=None) -> None:
             own = picks[picks["micrograph"] == str(item.id)]
             kept.append(own[within_border(own[["x", "y"]].to_numpy(), read_image(item.image)[0].shape, args.border)])
         picks = pd.concat(kept, ignore_index=True)
-        seconds = round(time.time() - began, 1)
+        timing = prefix.parent / "seconds.txt"  # training and extraction wall time, kept for reruns that reuse them
+        if not timing.is_file():
+            timing.write_text(f"{time.time() - began:.1f}\n")
+        seconds = float(timing.read_text())
         at_even_odds = picks[picks["score"] >= 0.0]
         rows.append({"table": "real", "seed": args.seed, "method": f"{label} ({args.updates} updates), score ≥ 0", "picks": len(at_even_odds), "seconds": seconds, "pi": pi, **scores(at_even_odds, manifest)})
         expected = picks.sort_values("score", ascending=False).groupby("micrograph").head(int(args.expected_particles))
