@@ -117,7 +117,7 @@ def test_shipped_generalist_records_its_provenance_and_fine_tunes(tmp_path):
     work = tmp_path / "work"
     names = [s.name for s in GENERALIST_SPECIES]
     (work / "pool").mkdir(parents=True)
-    (work / "pool" / "manifest.json").write_text(json.dumps({"classes": [{"name": n, "radius": 50.0} for n in names], "training": [{}] * 3, "validation": [{}]}))
+    (work / "pool" / "manifest.json").write_text(json.dumps({"ndim": 3, "classes": [{"name": n, "radius": 50.0} for n in names], "training": [{}] * 3, "validation": [{}]}))
     (work / "pool" / "spread.json").write_text(json.dumps({"seed": 0, "items": [{"overrides": {"voxel_size": v}} for v in (12.5, 24.0, 20.0, 18.0)]}))
     models = work / "semietpicker" / "models"
     models.mkdir(parents=True)
