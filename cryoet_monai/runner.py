@@ -53,6 +53,12 @@ def check_override_ids(config_path, overrides: dict) -> None:
         raise CommandError(f"{config_path}: no setting {', '.join(hints)}; settings are the config's top-level ids (hyphens are not underscores)")
 
 
+def explicit_none(overrides: dict) -> dict:
+    """``overrides`` with every None written as ``"$None"``: ``monai.bundle.run`` drops None keyword arguments, so a
+    setting switched off on purpose (``pretrained=None``) would silently keep its config default."""
+    return {key: "$None" if value is None else value for key, value in overrides.items()}
+
+
 def run_bundle(bundle: str, config: str, overrides: dict, safe: bool = False, tracking: str | None = None) -> None:
     """Run a bundle config like ``python -m monai.bundle run``, after checking the manifest it names.
 
@@ -87,7 +93,7 @@ def run_bundle(bundle: str, config: str, overrides: dict, safe: bool = False, tr
         overrides = {"bundle_root": str(Path(path).resolve().parent.parent), **overrides}
     if tracking is not None:
         overrides = {**_tracking_overrides(tracking, overrides), **overrides, "tracking": tracking}
-    run(config_file=path, **overrides)
+    run(config_file=path, **explicit_none(overrides))
 
 
 def _tracking_overrides(tracking: str, overrides: dict) -> dict:

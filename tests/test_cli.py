@@ -228,3 +228,15 @@ def test_evaluate_reads_a_micrograph_star_file_numbering_the_manifest_classes(tm
     assert main(["evaluate", "--manifest", str(manifest), "--pred", str(tmp_path / "pred.star"), "--json"]) == 0
     classes = json.loads(capsys.readouterr().out)["classes"]
     assert classes["a"]["tp"] == 1 and classes["b"]["tp"] == 1 and classes["b"]["fp"] == 0
+
+
+def test_null_on_the_command_line_switches_a_setting_off(tmp_path):
+    """`--pretrained null` reaches the config as None (monai.bundle.run drops None keyword arguments, which would keep
+    a non-null default)."""
+    bundle = tmp_path / "mybundle"
+    (bundle / "configs").mkdir(parents=True)
+    config = bundle / "configs" / "train.yaml"
+    config.write_text('imports: ["$import pathlib"]\npretrained: default.pt\nout: x\nrun: ["$pathlib.Path(@out).write_text(repr(@pretrained))"]\n')
+    out = tmp_path / "pretrained.txt"
+    assert main(["run", str(bundle), str(config), "--out", str(out), "--pretrained", "null"]) == 0
+    assert out.read_text() == "None"

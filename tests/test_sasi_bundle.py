@@ -188,7 +188,7 @@ def test_fine_tunes_whole_unet_weights_of_other_classes_at_their_voxel_size(tmp_
     models = tmp_path / "tuned" / "models"
     assert json.loads((models / "model_info.json").read_text()) == {"class_names": ["small", "large"], "voxel_size": 5.0, "contrast": "dark"}
     assert torch.load(models / "model.pt")["final_conv.weight"].shape[0] == 3
-    run(config_file=str(CONFIGS / "train.yaml"), output_dir=str(tmp_path / "scratch"), pretrained=None, use_pretrained=False, **common)
+    run(config_file=str(CONFIGS / "train.yaml"), output_dir=str(tmp_path / "scratch"), pretrained="$None", use_pretrained=False, **common)
     assert json.loads((tmp_path / "scratch" / "models" / "model_info.json").read_text())["voxel_size"] == 10.0
 
 

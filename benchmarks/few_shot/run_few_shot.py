@@ -35,7 +35,7 @@ from cryoet_monai.data.picks import read_picks, write_picks
 from cryoet_monai.data.synthetic import synthesize
 from cryoet_monai.inference.thresholds import apply_thresholds, save_thresholds, tune_thresholds
 from cryoet_monai.metrics import score_picks
-from cryoet_monai.runner import run_bundle
+from cryoet_monai.runner import explicit_none, run_bundle
 
 CONFIGS = bundle_dir("sasi") / "configs"
 ROWS = {  # row name: (pre-trained encoder, volume infill, consistency guidance, start from the generalist U-Net)
@@ -67,7 +67,7 @@ EVERY_COMPONENT = "$[0.0] * @num_classes"  # SaSi picking thresholds that keep e
 
 
 def _run(config: str, **overrides) -> None:
-    run(config_file=str(CONFIGS / f"{config}.yaml"), **overrides)
+    run(config_file=str(CONFIGS / f"{config}.yaml"), **explicit_none(overrides))
 
 
 def pretrain(manifest: Path, out: Path) -> Path:
