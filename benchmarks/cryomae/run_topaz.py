@@ -77,7 +77,7 @@ def as_mrc(item, folder: Path) -> Path:
     return path
 
 
-def topaz_picks(path: Path, scale: int) -> pd.DataFrame:
+def topaz_picks(path: Path) -> pd.DataFrame:
     """``topaz extract``'s table (image_name, x_coord, y_coord, score; coordinates already up-scaled) as picks."""
     table = pd.read_csv(path, sep="\t")
     return pd.DataFrame({"micrograph": table["image_name"].astype(str), "x": table["x_coord"].astype(float), "y": table["y_coord"].astype(float), "score": table["score"].astype(float)})
@@ -110,14 +110,15 @@ def main(argv=None) -> None:
     processed = {}
     for split in ("training", "test"):
         processed[split] = args.out / "processed" / split
-        if not processed[split].is_dir():  # as MRC: topaz 0.3.20 preprocess fails on JPEG (PIL) images
-            micrographs = [as_mrc(item, args.out / "mrc") for item in manifest.items(split)]
+        if not all((processed[split] / f"{item.id}.mrc").is_file() for item in manifest.items(split)):
+            micrographs = [as_mrc(item, args.out / "mrc") for item in manifest.items(split)]  # topaz 0.3.20 fails on JPEG
             run([topaz, "preprocess", "-s", args.scale, "-o", processed[split], *micrographs], log)
     targets = args.out / f"targets_seed{args.seed}.txt"
     pd.DataFrame({"image_name": str(train.id), "x_coord": np.round(exemplars["x"] / args.scale).astype(int), "y_coord": np.round(exemplars["y"] / args.scale).astype(int)}).to_csv(targets, sep="\t", index=False)
     shape = read_image(next(processed["training"].iterdir()))[0].shape
     pi = positive_share(args.expected_particles, args.label_radius, shape)
 
+    test_shapes = {str(item.id): read_image(item.image)[0].shape for item in manifest.items("test")}
     results = args.out / f"results_topaz_seed{args.seed}.json"
     rows = json.loads(results.read_text()) if results.is_file() else []
     epochs = 3
@@ -134,14 +135,13 @@ def main(argv=None) -> None:
                  "--radius", args.label_radius, "--num-epochs", epochs, "--epoch-size", args.updates // epochs, "--device", -1,
                  "--save-prefix", prefix, "-o", prefix.parent / "training.txt"], log)
         extracted = prefix.parent / "picks.txt"
-        if not extracted.is_file():
+        if not extracted.is_file():  # written under another name first: an interrupted extraction is never taken as done
+            partial = extracted.with_suffix(".partial")
             run([topaz, "extract", "-m", model, "-r", int(round(particle.radius / args.scale)), "-x", args.scale, "-t", -6, "--device", -1,
-                 "-o", extracted, *sorted(processed["test"].iterdir())], log)
-        picks = topaz_picks(extracted, args.scale).assign(particle_type=particle.name)
-        kept = []
-        for item in manifest.items("test"):
-            own = picks[picks["micrograph"] == str(item.id)]
-            kept.append(own[within_border(own[["x", "y"]].to_numpy(), read_image(item.image)[0].shape, args.border)])
+                 "-o", partial, *sorted(processed["test"].iterdir())], log)
+            partial.rename(extracted)
+        picks = topaz_picks(extracted).assign(particle_type=particle.name)
+        kept = [own[within_border(own[["x", "y"]].to_numpy(), test_shapes[name], args.border)] for name, own in picks.groupby("micrograph")]
         picks = pd.concat(kept, ignore_index=True)
         timing = prefix.parent / "seconds.txt"  # training and extraction wall time, kept for reruns that reuse them
         if not timing.is_file():

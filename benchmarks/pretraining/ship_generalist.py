@@ -87,7 +87,7 @@ def main(argv=None) -> None:
         parser.error(f"no weights at {source}: the run has not finished (give --checkpoint for an epoch checkpoint)")
     state = torch.load(source, map_location="cpu", weights_only=False)
     weights = state.get("model", state)
-    trainer = torch.load(args.checkpoint or latest_checkpoint(run, "checkpoint_*.pt"), map_location="cpu", weights_only=False)["trainer"]
+    trainer = (state if args.checkpoint else torch.load(latest_checkpoint(run, "checkpoint_*.pt"), map_location="cpu", weights_only=False))["trainer"]
     info = read_model_info(source)
     if info is None or info["class_names"] != ([s.name for s in GENERALIST_SPECIES] if args.bundle != "cryomae" else None):
         raise SystemExit(f"{source}: not a generalist run of {args.bundle} (its model_info.json does not name the generalist species, or names classes for CryoMAE)")
