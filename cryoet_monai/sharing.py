@@ -117,17 +117,25 @@ def _check_network(root: Path, metadata: dict) -> list[str]:
         verify_net_in_out(net_id=net_id, meta_file=str(root / "configs" / "metadata.json"), config_file=str(config), device="cpu", **overrides)
     except Exception as err:
         return [f"configs/{config.name}: network input/output check failed for '{net_id}': {type(err).__name__}: {err}"]
-    weights = root / "models" / "model.pt"
-    if weights.is_file():
+    problems = []
+    for weights in (root / "models" / "model.pt", root / "models" / "generalist" / "model.pt"):
+        if not weights.is_file():
+            continue
+        settings = dict(overrides)
+        info = weights.with_name("model_info.json")
+        class_names = json.loads(info.read_text()).get("class_names") if info.is_file() else None
+        if class_names:  # weights have an output channel per class they were trained for (the bundles' num_classes)
+            settings["num_classes"] = len(class_names)
         parser = ConfigParser()
         parser.read_config(str(config))
-        parser.update(overrides)
+        parser.update(settings)
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
             parser.get_parsed_content("network_def").load_state_dict(state.get("model", state), strict=True)
         except Exception as err:
-            return [f"models/model.pt does not load into the network 'network_def' of configs/{config.name}: {type(err).__name__}: {str(err).splitlines()[0]}"]
-    return []
+            name = weights.relative_to(root).as_posix()
+            problems.append(f"{name} does not load into the network 'network_def' of configs/{config.name}: {type(err).__name__}: {str(err).splitlines()[0]}")
+    return problems
 
 
 def verify_bundle(path, check_network: bool = True) -> tuple[list[str], list[str]]:

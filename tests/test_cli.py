@@ -197,7 +197,7 @@ def test_resuming_a_run_made_with_other_network_settings_says_how_to_start_afres
     rows = [("ribosome", 200.0, 200.0, 200.0), ("ferritin", 400.0, 300.0, 200.0)]
     manifest = make_manifest({"training": [("TS_1", rows, None)], "validation": [("TS_2", rows, None)]})
     run = ["run", "semietpicker", "train", "--manifest", str(manifest), "--output_dir", str(tmp_path / "out"), "--max_epochs", "1",
-           "--epoch_length", "1", "--crop_size", "[16, 32, 32]", "--num_samples", "1", "--val_interval", "0"]
+           "--epoch_length", "1", "--crop_size", "[16, 32, 32]", "--num_samples", "1", "--val_interval", "0", "--pretrained", "null"]
     assert main([*run, "--network_def#filters", "[4, 8, 16, 32]"]) == 0
     assert main([*run, "--max_epochs", "2", "--network_def#filters", "[8, 16, 32, 64]"]) == 2  # resumes the checkpoint above
     err = capsys.readouterr().err

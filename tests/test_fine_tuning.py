@@ -1,4 +1,5 @@
-"""Fine-tuning SemiETPicker weights to another class list: the backbone is loaded, the output head starts afresh."""
+"""Fine-tuning weights to another class list: the backbone is loaded, the output head starts afresh or from the
+trained channels of the nearest particle radius."""
 
 import json
 import math
@@ -117,7 +118,8 @@ def test_shipped_generalist_records_its_provenance_and_fine_tunes(tmp_path):
     work = tmp_path / "work"
     names = [s.name for s in GENERALIST_SPECIES]
     (work / "pool").mkdir(parents=True)
-    (work / "pool" / "manifest.json").write_text(json.dumps({"ndim": 3, "classes": [{"name": n, "radius": 50.0} for n in names], "training": [{}] * 3, "validation": [{}]}))
+    radii = [40.0 + 5 * i for i in range(len(names))]
+    (work / "pool" / "manifest.json").write_text(json.dumps({"ndim": 3, "classes": [{"name": n, "radius": r} for n, r in zip(names, radii)], "training": [{}] * 3, "validation": [{}]}))
     (work / "pool" / "spread.json").write_text(json.dumps({"seed": 0, "items": [{"overrides": {"voxel_size": v}} for v in (12.5, 24.0, 20.0, 18.0)]}))
     models = work / "semietpicker" / "models"
     models.mkdir(parents=True)
@@ -132,16 +134,42 @@ def test_shipped_generalist_records_its_provenance_and_fine_tunes(tmp_path):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "pretraining" / "ship_generalist.py"
     dest = tmp_path / "shipped"
     argv = sys.argv
-    sys.argv = [str(script), "--bundle", "semietpicker", "--work", str(work), "--dest", str(dest)]
+    sys.argv = [str(script), "--bundle", "semietpicker", "--work", str(work), "--dest", str(dest), "--note", "schedule shortened"]
     try:
         runpy.run_path(str(script), run_name="__main__")
     finally:
         sys.argv = argv
     info = json.loads((dest / "model_info.json").read_text())
-    assert info["class_names"] == names and info["voxel_size"] == 20.024 and info["contrast"] == "dark"
+    assert info["class_names"] == names and info["voxel_size"] == 20.024 and info["contrast"] == "dark" and info["class_radii"] == radii
     provenance = info["provenance"]
+    assert provenance["note"] == "schedule shortened"
     assert provenance["data"]["voxel_size_range"] == [12.5, 24.0] and provenance["data"]["tomograms"] == {"training": 3, "validation": 1}
     assert provenance["schedule"]["epochs_done"] == 3 and provenance["schedule"]["max_epochs"] == 3
     assert provenance["training_hours_one_cpu_core"] == round(6 / 3600, 2)
     tuned = load_weights(HeatmapNet(2, filters=FILTERS), dest / "model.pt", class_names=["ball", "dot"], voxel_size=20.024, head=HEAD)
     assert torch.equal(tuned.state_dict()["input_block.conv1.conv.weight"], network.state_dict()["input_block.conv1.conv.weight"])
+
+
+def test_each_new_class_starts_from_the_trained_channel_of_the_nearest_radius(tmp_path):
+    """Weights recording class_radii 40, 90, 150 Å: new classes of 50 and 140 Å get the head channels of the 40 and
+    150 Å classes (weights and bias; a segmentation's background channel stays the background's); without this
+    run's radii the head starts afresh."""
+    from cryoet_monai.networks.segmentation import segmentation_unet
+
+    networks = {HEAD: (lambda n: HeatmapNet(n, filters=FILTERS), 0), "final_conv": (lambda n: segmentation_unet(n, (4, 4, 8, 8, 16, 4)), 1)}
+    for head, (build, leading) in networks.items():
+        folder = tmp_path / head
+        folder.mkdir()
+        torch.manual_seed(1)
+        trained = build(3).state_dict()
+        torch.save(trained, folder / "model.pt")
+        write_model_info(folder, ["a", "b", "c"], 20.0, class_radii=[40.0, 90.0, 150.0])
+        loaded = load_weights(build(2), folder / "model.pt", class_names=["small", "large"], voxel_size=20.0, head=head, class_radii=[50.0, 140.0]).state_dict()
+        keys = [k for k in loaded if k.startswith(f"{head}.")]
+        rows = list(range(leading)) + [leading + 0, leading + 2]
+        assert keys and all(torch.equal(loaded[k], trained[k][rows]) for k in keys), head
+        torch.manual_seed(2)
+        network = build(2)
+        fresh = {k: v.clone() for k, v in network.state_dict().items()}
+        afresh = load_weights(network, folder / "model.pt", class_names=["small", "large"], voxel_size=20.0, head=head).state_dict()
+        assert all(torch.equal(afresh[k], fresh[k]) for k in keys), head

@@ -42,7 +42,7 @@ def event_file_writers(log_dir) -> set[str]:
 
 
 def test_semietpicker_two_process_gloo_training(tiny_manifest, tmp_path):
-    log = torchrun("semietpicker", ["train.yaml", "multi_gpu.yaml"], ["--manifest", str(tiny_manifest), *SMALL, "--network_def#filters", "[4, 8, 16]"], tmp_path)
+    log = torchrun("semietpicker", ["train.yaml", "multi_gpu.yaml"], ["--manifest", str(tiny_manifest), *SMALL, "--network_def#filters", "[4, 8, 16]", "--pretrained", "$None"], tmp_path)
     assert "gloo" in log or "Epoch[1] Complete" in log
     final = tmp_path / "models" / "model.pt"
     assert final.is_file()
@@ -53,7 +53,7 @@ def test_semietpicker_two_process_gloo_training(tiny_manifest, tmp_path):
 
 
 def test_sasi_two_process_gloo_training(tiny_manifest, tmp_path):
-    args = ["--manifest", str(tiny_manifest), *SMALL, "--use_pretrained", "False"]
+    args = ["--manifest", str(tiny_manifest), *SMALL, "--use_pretrained", "False", "--pretrained", "$None"]
     torchrun("sasi", ["train.yaml", "multi_gpu.yaml"], args, tmp_path)
     assert (tmp_path / "models" / "model.pt").is_file()
     assert [p.name for p in (tmp_path / "models").glob("checkpoint_*.pt")] == ["checkpoint_epoch=1.pt"], "rank 0 writes the epoch checkpoint"

@@ -68,12 +68,13 @@ def test_bundle_pretrains_trains_and_picks(tmp_path, monkeypatch):
     out = tmp_path / "out"
     monkeypatch.chdir(tmp_path)
     common = {"manifest": str(manifest), "output_dir": str(out), **_args(TINY)}
+    scratch = {"pretrained": "$None"}  # the SaSi recipe from random weights and the contrastive encoder
     run(config_file=str(CONFIGS / "pretrain.yaml"), max_epochs=1, batch_size=2, **common)
     assert (out / "models" / "encoder.pt").is_file()
     with pytest.raises(Exception) as raised:  # an encoder pre-trained at 10 Å, fine-tuned at 20 Å
-        run(config_file=str(CONFIGS / "train.yaml"), max_epochs=1, epoch_length=2, target_voxel_size=20.0, **common)
+        run(config_file=str(CONFIGS / "train.yaml"), max_epochs=1, epoch_length=2, target_voxel_size=20.0, **scratch, **common)
     assert "encoder.pt was trained at 10 Å per voxel" in "".join(traceback.format_exception(raised.value))
-    run(config_file=str(CONFIGS / "train.yaml"), max_epochs=1, epoch_length=2, **{"infill#target_fraction": 0.2}, **common)
+    run(config_file=str(CONFIGS / "train.yaml"), max_epochs=1, epoch_length=2, **{"infill#target_fraction": 0.2}, **scratch, **common)
     assert (out / "models" / "model.pt").is_file()
 
     elsewhere = tmp_path / "elsewhere"
@@ -110,7 +111,7 @@ def test_bundle_pretrains_trains_and_picks(tmp_path, monkeypatch):
 def test_training_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
     manifest = _manifest(tmp_path)
     monkeypatch.chdir(tmp_path)
-    common = {"manifest": str(manifest), "output_dir": str(tmp_path / "out"), "use_pretrained": False, "epoch_length": 2, **_args(TINY)}
+    common = {"manifest": str(manifest), "output_dir": str(tmp_path / "out"), "use_pretrained": False, "pretrained": "$None", "epoch_length": 2, **_args(TINY)}
     run(config_file=str(CONFIGS / "train.yaml"), max_epochs=1, **common)
     models = tmp_path / "out" / "models"
     assert torch.load(models / "checkpoint_epoch=1.pt", weights_only=False)["trainer"]["iteration"] == 2
@@ -139,7 +140,7 @@ def test_ablation_switches_remove_their_parts(tmp_path):
 
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "train.yaml"))
-    parser.update({"manifest": str(_manifest(tmp_path)), "output_dir": str(tmp_path / "out"), "consistency#weight": 0.0, "infill#enabled": False, "use_pretrained": False})
+    parser.update({"manifest": str(_manifest(tmp_path)), "output_dir": str(tmp_path / "out"), "consistency#weight": 0.0, "infill#enabled": False, "use_pretrained": False, "pretrained": None})
     handlers = parser.get_parsed_content("train#handlers")
     assert handlers and all(h is not None for h in handlers)
     assert not any(isinstance(h, ConsistencyGuidance) for h in handlers)
@@ -147,12 +148,32 @@ def test_ablation_switches_remove_their_parts(tmp_path):
     assert not any(isinstance(t, RandVolumeInfilld) for t in augmentation)
 
 
+def test_training_fine_tunes_the_shipped_generalist_by_default(tmp_path):
+    """No --pretrained: train.yaml loads the shipped generalist U-Net into the default network, all but final_conv,
+    which starts afresh for the manifest's two classes (+ background); no contrastive encoder is looked for."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.yaml"))
+    parser.update({"manifest": str(_manifest(tmp_path)), "output_dir": str(tmp_path / "out")})
+    generalist = bundle_dir("sasi") / "models" / "generalist"
+    assert Path(parser.get_parsed_content("pretrained")) == generalist / "model.pt"
+    assert parser.get_parsed_content("use_pretrained") is False
+    assert parser.get_parsed_content("voxel_size") == json.loads((generalist / "model_info.json").read_text())["voxel_size"]
+    loading = next(i for i, step in enumerate(parser["initialize"]) if "load_weights" in step)
+    state = parser.get_parsed_content(f"initialize#{loading}").state_dict()
+    shipped = torch.load(generalist / "model.pt", weights_only=True)
+    head = {k for k in state if k.startswith("final_conv.")}
+    assert head and state["final_conv.weight"].shape[0] == 3 != shipped["final_conv.weight"].shape[0]
+    assert all(torch.equal(state[k], shipped[k]) for k in set(state) - head)
+
+
 def test_training_batches_leave_the_cached_tomograms_untouched(tmp_path, assert_cache_untouched):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "train.yaml"))
-    parser.update({"manifest": str(_manifest(tmp_path)), "output_dir": str(tmp_path / "out"), **_args(TINY), "infill#target_fraction": 0.3})
+    parser.update({"manifest": str(_manifest(tmp_path)), "output_dir": str(tmp_path / "out"), **_args(TINY), "infill#target_fraction": 0.3, "pretrained": None})
     assert_cache_untouched(parser, ["train", "consistency"])
 
 
@@ -186,7 +207,7 @@ def test_fine_tunes_whole_unet_weights_of_other_classes_at_their_voxel_size(tmp_
     common = {"manifest": str(manifest), "max_epochs": 1, "epoch_length": 2, "val_interval": 0, **_args(TINY)}
     run(config_file=str(CONFIGS / "train.yaml"), output_dir=str(tmp_path / "tuned"), pretrained=str(source / "model.pt"), **common)
     models = tmp_path / "tuned" / "models"
-    assert json.loads((models / "model_info.json").read_text()) == {"class_names": ["small", "large"], "voxel_size": 5.0, "contrast": "dark"}
+    assert json.loads((models / "model_info.json").read_text()) == {"class_names": ["small", "large"], "voxel_size": 5.0, "contrast": "dark", "class_radii": [30.0, 50.0]}
     assert torch.load(models / "model.pt")["final_conv.weight"].shape[0] == 3
     run(config_file=str(CONFIGS / "train.yaml"), output_dir=str(tmp_path / "scratch"), pretrained="$None", use_pretrained=False, **common)
     assert json.loads((tmp_path / "scratch" / "models" / "model_info.json").read_text())["voxel_size"] == 10.0
@@ -198,5 +219,5 @@ def test_generalist_pretraining_runs_on_a_pool_larger_than_its_cache(pretrain_ge
     from cryoet_monai.data.species import GENERALIST_SPECIES
 
     info = pretrain_generalist("sasi", tmp_path / "run", *TINY)
-    assert info == {"class_names": [s.name for s in GENERALIST_SPECIES], "voxel_size": 20.024, "contrast": "dark"}
+    assert info == {"class_names": [s.name for s in GENERALIST_SPECIES], "voxel_size": 20.024, "contrast": "dark", "class_radii": [s.radius for s in GENERALIST_SPECIES]}
     assert torch.load(tmp_path / "run" / "models" / "model.pt")["final_conv.weight"].shape[0] == len(GENERALIST_SPECIES) + 1

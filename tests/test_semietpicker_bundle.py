@@ -27,6 +27,7 @@ TOP_LEVEL = ["train.yaml", "train_semi.yaml", "inference.yaml", "evaluate.yaml"]
 VOXEL = 10.0
 SHAPE = (16, 40, 40)
 SMALL = ["--roi_size", "[16, 32, 32]", "--network_def#filters", "[8, 16, 32]"]
+SCRATCH = ["--pretrained", "$None"]  # random weights: the shipped generalist does not fit the small network
 
 
 def _shared_block(text: str) -> str:
@@ -117,12 +118,12 @@ def _bundle(config: str, cwd: Path, *args: str) -> None:
 def test_train_tune_thresholds_then_pick_from_another_directory(planted, tmp_path):
     train_dir, eval_dir, pick_dir = tmp_path / "train", tmp_path / "eval", tmp_path / "picks"
     common = ["--manifest", str(planted), *SMALL]
-    _bundle("train.yaml", tmp_path, *common, "--output_dir", str(train_dir), "--max_epochs", "4", "--epoch_length", "5",
+    _bundle("train.yaml", tmp_path, *common, *SCRATCH, "--output_dir", str(train_dir), "--max_epochs", "4", "--epoch_length", "5",
             "--crop_size", "[16, 32, 32]", "--num_samples", "2", "--learning_rate", "0.005", "--val_interval", "4")
     model = train_dir / "models" / "model.pt"
     assert model.is_file()
     info = json.loads((train_dir / "models" / "model_info.json").read_text())
-    assert info == {"class_names": ["ball", "dot"], "voxel_size": VOXEL, "contrast": "dark"}
+    assert info == {"class_names": ["ball", "dot"], "voxel_size": VOXEL, "contrast": "dark", "class_radii": [40.0, 20.0]}
     validation = json.loads((train_dir / "validation" / "metrics.json").read_text())
     assert validation["classes"]["ball"]["recall"] > 0.5, "validation during training scores the real picks"
     best = json.loads((train_dir / "models" / "model_best.json").read_text())
@@ -226,6 +227,8 @@ def test_mixed_voxel_sizes_are_refused_unless_a_voxel_size_is_known(planted, tmp
     parser["manifest"] = str(mixed)
     if picking:
         parser["model_path"] = str(tmp_path / "undescribed" / "model.pt")  # no model_info.json beside it
+    else:
+        parser["pretrained"] = None  # from random weights (the generalist would give its voxel size)
     with pytest.raises(Exception) as raised:
         parser.get_parsed_content("load_image")
     cause = raised.value
@@ -251,7 +254,7 @@ def test_training_labels_of_a_resampled_tomogram_sit_at_the_particles(planted):
 
     parser = ConfigParser()
     parser.read_config(CONFIGS / "train.yaml")
-    parser.update({"manifest": str(planted), "target_voxel_size": 2 * VOXEL})
+    parser.update({"manifest": str(planted), "target_voxel_size": 2 * VOXEL, "pretrained": None})
     item = parser.get_parsed_content("manifest_info").data_dicts("training")[0]
     data = Compose(parser.get_parsed_content("load_image") + parser.get_parsed_content("train#labels")[:2])(item)
     assert tuple(data["image"].shape[1:]) == tuple((n - 1) // 2 + 1 for n in SHAPE) and data["voxel_size"] == 2 * VOXEL
@@ -265,7 +268,7 @@ def test_training_labels_of_a_resampled_tomogram_sit_at_the_particles(planted):
 
 def test_teacher_student_run_from_supervised_weights(planted, tmp_path):
     common = ["--manifest", str(planted), *SMALL, "--crop_size", "[16, 32, 32]", "--num_samples", "1"]
-    _bundle("train.yaml", tmp_path, *common, "--output_dir", str(tmp_path / "sup"), "--max_epochs", "1", "--epoch_length", "1")
+    _bundle("train.yaml", tmp_path, *common, *SCRATCH, "--output_dir", str(tmp_path / "sup"), "--max_epochs", "1", "--epoch_length", "1")
     _bundle("train_semi.yaml", tmp_path, *common, "--output_dir", str(tmp_path / "semi"), "--max_epochs", "1",
             "--epoch_length", "2", "--pretrained", str(tmp_path / "sup" / "models" / "model.pt"))
     checkpoint = torch.load(tmp_path / "semi" / "models" / "checkpoint_epoch=1.pt", weights_only=False)
@@ -278,7 +281,7 @@ def test_teacher_student_run_from_supervised_weights(planted, tmp_path):
 def test_training_batches_leave_the_cached_tomograms_untouched(planted, config, loaders, assert_cache_untouched):
     parser = ConfigParser()
     parser.read_config(CONFIGS / config)
-    parser.update({"manifest": str(planted), "crop_size": [8, 16, 16]})
+    parser.update({"manifest": str(planted), "crop_size": [8, 16, 16], "pretrained": None})
     assert_cache_untouched(parser, loaders)
 
 
@@ -299,11 +302,29 @@ def test_training_crops_are_centred_on_a_rare_class_as_often_as_on_a_common_one(
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     parser = ConfigParser()
     parser.read_config(CONFIGS / "train.yaml")
-    parser.update({"manifest": str(tmp_path / "manifest.json"), "crop_size": [8, 16, 16]})
+    parser.update({"manifest": str(tmp_path / "manifest.json"), "crop_size": [8, 16, 16], "pretrained": None})
     dataset = parser.get_parsed_content("train#dataset")
     crops = [crop for _ in range(60) for crop in dataset[0]]
     with_rare = np.mean([crop["label"][0].max().item() > 0.99 for crop in crops])
     assert 0.2 < with_rare < 0.5, with_rare
+
+
+def test_training_fine_tunes_the_shipped_generalist_by_default(planted):
+    """No --pretrained: train.yaml's weight loading puts the shipped generalist's backbone into the default network with
+    a fresh output head for the manifest's two classes, at the generalist's voxel size, on the short schedule."""
+    parser = ConfigParser()
+    parser.read_config(CONFIGS / "train.yaml")
+    parser.update({"manifest": str(planted)})
+    generalist = bundle_dir("semietpicker") / "models" / "generalist"
+    assert Path(parser.get_parsed_content("pretrained")) == generalist / "model.pt"
+    assert parser.get_parsed_content("voxel_size") == json.loads((generalist / "model_info.json").read_text())["voxel_size"] != VOXEL
+    assert parser.get_parsed_content("max_epochs") * parser.get_parsed_content("epoch_length") == 400
+    loading = next(i for i, step in enumerate(parser["initialize"]) if "load_weights" in step)
+    state = parser.get_parsed_content(f"initialize#{loading}").state_dict()
+    shipped = torch.load(generalist / "model.pt", weights_only=True)
+    head = {k for k in state if k.startswith("output_block.")}
+    assert head and all(state[k].shape[0] == 2 and shipped[k].shape[0] == 24 for k in head if k.endswith("conv.weight"))
+    assert all(torch.equal(state[k], shipped[k]) for k in set(state) - head)
 
 
 def test_fine_tuning_weights_of_other_classes_at_another_voxel_size(planted, tmp_path):
@@ -317,7 +338,7 @@ def test_fine_tuning_weights_of_other_classes_at_another_voxel_size(planted, tmp
     common = ["--manifest", str(planted), *SMALL, "--crop_size", "[16, 32, 32]", "--num_samples", "1", "--max_epochs", "1", "--epoch_length", "2"]
     _bundle("train.yaml", tmp_path, *common, "--output_dir", str(tmp_path / "tuned"), "--pretrained", str(source / "model.pt"))
     info = json.loads((tmp_path / "tuned" / "models" / "model_info.json").read_text())
-    assert info == {"class_names": ["ball", "dot"], "voxel_size": 5.0, "contrast": "dark"}
+    assert info == {"class_names": ["ball", "dot"], "voxel_size": 5.0, "contrast": "dark", "class_radii": [40.0, 20.0]}
     tuned = torch.load(tmp_path / "tuned" / "models" / "model.pt")
     assert tuned["output_block.conv.conv.weight"].shape[0] == 2
     assert main(["run", "semietpicker", "train", *common, "--output_dir", str(tmp_path / "scratch"), "--pretrained", "null"]) == 0
@@ -330,4 +351,4 @@ def test_generalist_pretraining_runs_on_a_pool_larger_than_its_cache(pretrain_ge
     from cryoet_monai.data.species import GENERALIST_SPECIES
 
     info = pretrain_generalist("semietpicker", tmp_path / "run", *SMALL, "--crop_size", "[16, 32, 32]", "--num_samples", "1")
-    assert info == {"class_names": [s.name for s in GENERALIST_SPECIES], "voxel_size": 20.024, "contrast": "dark"}
+    assert info == {"class_names": [s.name for s in GENERALIST_SPECIES], "voxel_size": 20.024, "contrast": "dark", "class_radii": [s.radius for s in GENERALIST_SPECIES]}

@@ -84,6 +84,20 @@ def test_verify_detects_tampering_and_bad_network(toy_bundle, tmp_path):
     assert len(problems) == 1 and "network input/output check failed" in problems[0]
 
 
+def test_verify_loads_the_pretrained_weights_for_the_classes_they_record(toy_bundle, tmp_path):
+    """models/generalist/model.pt: weights for the classes of its model_info.json (3 here, the network check's 2) load;
+    weights of another network are named as the problem."""
+    generalist = toy_bundle / "models" / "generalist"
+    generalist.mkdir()
+    (generalist / "model_info.json").write_text(json.dumps({"class_names": ["a", "b", "c"], "voxel_size": 10.0, "contrast": "dark"}))
+    torch.save(UNet(spatial_dims=3, in_channels=1, out_channels=3, channels=[4, 8], strides=[2]).state_dict(), generalist / "model.pt")
+    assert verify_bundle(pack_bundle(str(toy_bundle), tmp_path / "with_generalist.zip"))[0] == []
+
+    torch.save(UNet(spatial_dims=3, in_channels=1, out_channels=3, channels=[8, 16], strides=[2]).state_dict(), generalist / "model.pt")
+    problems, _ = verify_bundle(pack_bundle(str(toy_bundle), tmp_path / "wrong_generalist.zip"))
+    assert len(problems) == 1 and problems[0].startswith("models/generalist/model.pt does not load into the network"), problems
+
+
 def test_unsafe_config_is_listed_and_refused(toy_bundle, tmp_path, capsys):
     (toy_bundle / "configs" / "inference.yaml").write_text(INFERENCE.replace("$print('ran')", "$__import__('os').system('touch pwned')"))
     problems, _ = verify_bundle(pack_bundle(str(toy_bundle), tmp_path / "toy.zip"), check_network=False)
@@ -121,7 +135,7 @@ def test_every_shipped_bundle_packs_and_verifies(bundle, tmp_path):
     assert problems == [] and any(w.startswith("bundle made with numpy 1.26.4") for w in warnings)
 
     flipped = tmp_path / "flipped.zip"
-    rewrite_zip(archive, flipped, lambda name, data: data[:-1] + bytes([data[-1] ^ 1]) if name.endswith("models/model.pt") else data)
+    rewrite_zip(archive, flipped, lambda name, data: data[:-1] + bytes([data[-1] ^ 1]) if name.endswith("/models/model.pt") else data)
     assert verify_bundle(flipped)[0] == ["models/model.pt: SHA-256 mismatch (modified or corrupt)"]
 
     def wrong_channels(name, data):

@@ -17,8 +17,8 @@ from cryoet_monai.data.readers import write_mrc
 from cryoet_monai.data.synthetic_2d import synthesize_micrographs
 
 SHAPE = (16, 32, 32)
-SEMI = {"roi_size": [16, 32, 32], "network_def#filters": [4, 8, 16], "num_samples": 1, "batch_size": 1}
-SASI = {"roi_size": [16, 32, 32], "features": [4, 4, 8, 8, 16, 4], "num_samples": 1, "batch_size": 1, "use_pretrained": False}
+SEMI = {"roi_size": [16, 32, 32], "network_def#filters": [4, 8, 16], "num_samples": 1, "batch_size": 1, "pretrained": "$None"}
+SASI = {"roi_size": [16, 32, 32], "features": [4, 4, 8, 8, 16, 4], "num_samples": 1, "batch_size": 1, "use_pretrained": False, "pretrained": "$None"}
 MAE = {"window": 32, "network_def#hidden_size": 48, "network_def#mlp_dim": 96, "network_def#num_layers": 1,
        "network_def#decoder_num_layers": 1, "num_exemplars": 4, "batch_size": 2, "reconstruction_warmup": 2, "epoch_length": 4, "image_interval": 2}
 

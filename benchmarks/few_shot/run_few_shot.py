@@ -45,7 +45,8 @@ ROWS = {  # row name: (pre-trained encoder, volume infill, consistency guidance,
     "+ consistency": (False, False, True, False),
     "+ pre-training + infill": (True, True, False, False),  # full SaSi without consistency guidance
     "SaSi (all)": (True, True, True, False),
-    # the whole U-Net from the generalist weights (--generalist; benchmarks/pretraining), a fresh output layer
+    # the whole U-Net from the generalist weights (--generalist; benchmarks/pretraining), each class channel of the
+    # output layer from the generalist channel of the nearest radius (train.yaml size_matched_head)
     "plain U-Net, from the generalist": (False, False, False, True),
     "SaSi infill + consistency, from the generalist": (False, True, True, True),
 }
@@ -121,9 +122,7 @@ def train_and_score(budget: Path, full: Path, encoder: Path | None, row: str, ou
         return json.loads(metrics.read_text())
     use_pretrained, infill, consistency, from_generalist = ROWS[row]
     settings = {**CPU_PRESET["train"], "infill#enabled": infill, "pretrained": str(generalist) if from_generalist else None}
-    settings["initialize"] = [f"$monai.utils.set_determinism(seed={seed})"] + (
-        ["$cryoet_monai.handlers.load_weights(@network, @pretrained, @device, class_names=@class_names, voxel_size=@voxel_size, contrast=@network_contrast, head='final_conv')"] if from_generalist else []
-    )
+    settings["initialize#0"] = f"$monai.utils.set_determinism(seed={seed})"
     if not consistency:
         settings["consistency#weight"] = 0.0
     encoder_path = {"pretrained_encoder": str(encoder)} if use_pretrained else {}
@@ -144,7 +143,7 @@ def semietpicker_and_score(budget: Path, full: Path, out: Path, split: str, seed
         return json.loads(metrics.read_text())
     model, thresholds = out / "models" / "model.pt", out / "thresholds.json"
     roi = {"roi_size": CPU_PRESET["network"]["roi_size"]}
-    overrides = {"manifest": str(budget), "output_dir": str(out), "seed": seed, **roi, **CPU_PRESET["semietpicker"]}
+    overrides = {"manifest": str(budget), "output_dir": str(out), "seed": seed, "pretrained": None, **roi, **CPU_PRESET["semietpicker"]}
     trained = timed_training(out, lambda: run_bundle("semietpicker", "train", overrides))
     common = {"manifest": str(full), "model_path": str(model), "thresholds_path": str(thresholds), **roi, **CPU_PRESET["inference"]}
     run_bundle("semietpicker", "evaluate", {**common, "split": "validation", "output_dir": str(out / "validation")})

@@ -85,8 +85,10 @@ METHODS = {
     "teacher-student, single view": ("train_semi", {"teacher_views": [0]}, "scratch"),
     "supervised, from the generalist": ("train", {}, "generalist"),
     "teacher-student, from the generalist": ("train_semi", {}, "generalist"),
+    # the generalist's backbone with an output head started afresh instead of from the channels of the nearest radius
+    "supervised, from the generalist, fresh head": ("train", {"size_matched_head": False}, "generalist"),
 }
-ABLATIONS = ("teacher-student, no DropBlock", "teacher-student, single view")
+ABLATIONS = ("teacher-student, no DropBlock", "teacher-student, single view", "supervised, from the generalist, fresh head")
 SUPERVISED = {"scratch": "supervised", "generalist": "supervised, from the generalist"}
 # the weights a run is scored with: the last ones, or those of the best validation during training (BestModelSaver)
 WEIGHTS = {"last": "model.pt", "best": "model_best.pt"}

@@ -73,12 +73,22 @@ def pool_summary(pool: Path) -> dict:
     }
 
 
+def class_radii(pool: Path, class_names: list[str] | None) -> list[float] | None:
+    """The particle radius (Å) of each class the weights were trained for, from the pool's manifest (None for
+    weights not tied to classes)."""
+    if class_names is None:
+        return None
+    radius = {c["name"]: c["radius"] for c in json.loads((pool / "manifest.json").read_text())["classes"]}
+    return [radius[name] for name in class_names]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", choices=list(BASE_CONFIG), required=True)
     parser.add_argument("--work", type=Path, required=True, help="folder of pretrain_generalist.sh")
     parser.add_argument("--checkpoint", type=Path, help="an epoch checkpoint to ship instead of the final model.pt")
     parser.add_argument("--dest", type=Path, help="where to write (default: bundles/<bundle>/models/generalist)")
+    parser.add_argument("--note", help="what else a reader should know about the run (e.g. a schedule changed on resuming)")
     args = parser.parse_args(argv)
 
     run = args.work / args.bundle / "models"
@@ -98,10 +108,13 @@ def main(argv=None) -> None:
         "schedule": schedule(args.bundle, trainer),
         "training_hours_one_cpu_core": round(training_hours(args.work / f"{args.bundle}.log"), 2),
     }
+    if args.note:
+        provenance["note"] = args.note
     dest = args.dest or bundle_dir(args.bundle) / "models" / "generalist"
     dest.mkdir(parents=True, exist_ok=True)
     torch.save(weights, dest / "model.pt")
-    write_model_info(dest, info["class_names"], info["voxel_size"], info["settings"], info["contrast"], provenance=provenance)
+    write_model_info(dest, info["class_names"], info["voxel_size"], info["settings"], info["contrast"], provenance=provenance,
+                     class_radii=class_radii(args.work / POOL[args.bundle], info["class_names"]))
     print(f"{dest}: {(dest / 'model.pt').stat().st_size / 1e6:.1f} MB, {provenance['schedule']['epochs_done']} epochs, {provenance['training_hours_one_cpu_core']} h")
 
 

@@ -38,6 +38,7 @@ def write_model_info(
     settings: Mapping[str, float] | None = None,
     contrast: str | None = DEFAULT_CONTRAST,
     provenance: Mapping | None = None,
+    class_radii: Sequence[float] | None = None,
 ) -> Path:
     """Write ``<folder>/model_info.json`` (atomically).
 
@@ -49,6 +50,8 @@ def write_model_info(
         contrast: the polarity the network works in (``"dark"``: protein darker than ice), None: not tied to one.
         provenance: how shipped weights were made (data, schedule, cost; JSON values), recorded for readers and never
             checked.
+        class_radii: particle radius (Å) of each class, in channel order: fine-tuning to other classes starts each
+            new output channel from the trained channel of the nearest radius (:func:`load_weights`).
     """
     from cryoet_monai.data.atomic import atomic_path
 
@@ -59,6 +62,8 @@ def write_model_info(
     }
     if settings:
         info["settings"] = {str(k): float(v) for k, v in settings.items()}
+    if class_radii is not None:
+        info["class_radii"] = [float(r) for r in class_radii]
     if provenance:
         info["provenance"] = dict(provenance)
     path = Path(folder) / MODEL_INFO
@@ -70,8 +75,8 @@ def write_model_info(
 
 def read_model_info(weights) -> dict | None:
     """What the ``model_info.json`` beside a weights file says: ``class_names`` (channel order or None), ``voxel_size``
-    (Å or None), ``contrast`` (the network's polarity, or None where the file predates it) and ``settings``
-    (``{name: value}``); None without one.
+    (Å or None), ``contrast`` (the network's polarity, or None where the file predates it), ``settings``
+    (``{name: value}``) and ``class_radii`` (Å per class, or None); None without one.
 
     Raises:
         ValueError: a ``model_info.json`` that cannot be read.
@@ -87,6 +92,7 @@ def read_model_info(weights) -> dict | None:
             "voxel_size": None if voxel_size is None else float(voxel_size),
             "contrast": None if contrast is None else check_contrast(contrast, str(path)),
             "settings": {str(k): float(v) for k, v in info.get("settings", {}).items()},
+            "class_radii": None if info.get("class_radii") is None else [float(r) for r in info["class_radii"]],
         }
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
         raise ValueError(f"{path}: not a readable model description ({err}); it describes {weights}") from err
@@ -180,6 +186,7 @@ class ModelInfoWriter:
         voxel_size: Å per voxel the network works at (None: not tied to one).
         settings: config values the weights only fit when picking uses them too (``{name: value}``).
         contrast: the polarity the network works in (None: not tied to one).
+        class_radii: particle radius (Å) of each class, in channel order (None: not recorded).
     """
 
     def __init__(
@@ -189,15 +196,17 @@ class ModelInfoWriter:
         voxel_size: float | None,
         settings: Mapping[str, float] | None = None,
         contrast: str | None = DEFAULT_CONTRAST,
+        class_radii: Sequence[float] | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.class_names = None if class_names is None else list(class_names)
         self.voxel_size = None if voxel_size is None else float(voxel_size)
         self.settings = dict(settings or {})
         self.contrast = contrast
+        self.class_radii = class_radii
 
     def attach(self, engine) -> None:
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine=None) -> None:
-        write_model_info(self.folder, self.class_names, self.voxel_size, self.settings, self.contrast)
+        write_model_info(self.folder, self.class_names, self.voxel_size, self.settings, self.contrast, class_radii=self.class_radii)

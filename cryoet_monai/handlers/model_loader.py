@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -45,6 +46,7 @@ def load_weights(
     settings: Mapping[str, float] | None = None,
     contrast: str | None = None,
     head: str | None = None,
+    class_radii: Sequence[float] | None = None,
 ) -> torch.nn.Module:
     """``network.load_state_dict(torch.load(path))`` for a plain state dict, failing with the file named when it does not fit.
 
@@ -61,12 +63,15 @@ def load_weights(
             classes (their ``model_info.json`` says so, or the head's shapes differ), every other tensor is loaded
             and the head keeps its fresh initialisation: fine-tuning a trained backbone to this run's classes.
             None refuses weights of other classes.
+        class_radii: particle radius (Å) of each of this run's classes. With a fresh head and weights whose
+            ``model_info.json`` records ``class_radii``, each class's output channel starts as a copy of the trained
+            channel of the nearest radius (a detector of particles of its size) instead of afresh.
     """
     state = torch.load(path, map_location=map_location, weights_only=True)
     fresh_head = head is not None and _other_classes(network, state, path, head, class_names)
     check_model_info(path, None if fresh_head else class_names, voxel_size, settings, contrast=contrast)
-    if fresh_head:
-        state = {k: v for k, v in state.items() if not k.startswith(f"{head}.")}
+    trained_head = {k: v for k, v in state.items() if k.startswith(f"{head}.")} if fresh_head else {}
+    state = {k: v for k, v in state.items() if k not in trained_head}
     try:
         missing, unexpected = network.load_state_dict(state, strict=not fresh_head)
     except RuntimeError as err:
@@ -78,8 +83,31 @@ def load_weights(
         head_keys = sorted(k for k in network.state_dict() if k.startswith(f"{head}."))
         if sorted(missing) != head_keys or unexpected:
             raise ValueError(f"{path}: only the output head '{head}' may differ from this network, but {sorted(set(missing) - set(head_keys)) + sorted(unexpected)} do")
-        logger.info(f"{path}: backbone loaded; the output head '{head}' starts afresh for {list(class_names or [])}")
+        trained_radii = (read_model_info(path) or {}).get("class_radii")
+        if class_radii is not None and trained_radii:
+            nearest = _size_matched_head(network, trained_head, head, class_radii, trained_radii)
+            trained_names = read_model_info(path)["class_names"] or [str(j) for j in range(len(trained_radii))]
+            matched = ", ".join(f"{name} ← {trained_names[j]} ({trained_radii[j]:g} Å)" for name, j in zip(class_names or range(len(nearest)), nearest))
+            logger.info(f"{path}: backbone loaded; each output channel of '{head}' starts from the trained channel of the nearest radius: {matched}")
+        else:
+            logger.info(f"{path}: backbone loaded; the output head '{head}' starts afresh for {list(class_names or [])}")
     return network
+
+
+def _size_matched_head(network: torch.nn.Module, trained_head: Mapping[str, torch.Tensor], head: str, radii: Sequence[float], trained_radii: Sequence[float]) -> list[int]:
+    """Copy into each output channel of ``network``'s head the trained channel whose radius is nearest (on a log
+    scale) to its class's; channels before the classes (a segmentation's background) copy the trained ones. Returns
+    the trained class index chosen for each class."""
+    nearest = [min(range(len(trained_radii)), key=lambda j: abs(math.log(r / trained_radii[j]))) for r in radii]
+    own = network.state_dict()
+    with torch.no_grad():
+        for key, trained in trained_head.items():
+            target = own[key]
+            leading = target.shape[0] - len(radii)
+            if leading < 0 or trained.shape[0] - len(trained_radii) != leading or trained.shape[1:] != target.shape[1:]:
+                raise ValueError(f"'{key}': {tuple(trained.shape)} trained for {len(trained_radii)} classes does not map onto {tuple(target.shape)} for {len(radii)}")
+            target.copy_(trained[list(range(leading)) + [leading + j for j in nearest]])
+    return nearest
 
 
 def _other_classes(network: torch.nn.Module, state: Mapping[str, torch.Tensor], path, head: str, class_names) -> bool:
