@@ -83,10 +83,11 @@ def load_weights(
         head_keys = sorted(k for k in network.state_dict() if k.startswith(f"{head}."))
         if sorted(missing) != head_keys or unexpected:
             raise ValueError(f"{path}: only the output head '{head}' may differ from this network, but {sorted(set(missing) - set(head_keys)) + sorted(unexpected)} do")
-        trained_radii = (read_model_info(path) or {}).get("class_radii")
+        info = read_model_info(path) or {}
+        trained_radii = info.get("class_radii")
         if class_radii is not None and trained_radii:
             nearest = _size_matched_head(network, trained_head, head, class_radii, trained_radii)
-            trained_names = read_model_info(path)["class_names"] or [str(j) for j in range(len(trained_radii))]
+            trained_names = info["class_names"] or [str(j) for j in range(len(trained_radii))]
             matched = ", ".join(f"{name} ← {trained_names[j]} ({trained_radii[j]:g} Å)" for name, j in zip(class_names or range(len(nearest)), nearest))
             logger.info(f"{path}: backbone loaded; each output channel of '{head}' starts from the trained channel of the nearest radius: {matched}")
         else:
